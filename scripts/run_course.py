@@ -1,0 +1,63 @@
+"""Execute every lesson in order with papermill: ``make run PROFILE=smoke|cpu|gpu``.
+
+Each executed notebook lands in ``build/<profile>/notebooks/``; lessons hand artifacts (the
+general student, the fine-tuned teacher, the augmented set, results) to one another through
+``build/<profile>/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="smoke", help="smoke, cpu or gpu")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--build", default="build", help="build folder (git-ignored)")
+    parser.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes, e.g. 00 03")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    from tinybert_lib import get_profile
+
+    get_profile(args.profile)  # an unknown profile fails here, before any notebook runs
+    build = (ROOT / args.build / args.profile).resolve()
+    out_dir, artifacts = build / "notebooks", build / "artifacts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(args.only))]
+    timings: list[tuple[str, float]] = []
+    start = time.perf_counter()
+    for nb in notebooks:
+        t0 = time.perf_counter()
+        print(f"==> {nb.name} (profile {args.profile})", flush=True)
+        pm.execute_notebook(
+            str(nb),
+            str(out_dir / nb.name),
+            parameters={"profile": args.profile, "device": args.device, "artifacts_dir": str(artifacts)},
+            cwd=str(nb.parent),
+            log_output=False,
+            progress_bar=False,
+        )
+        timings.append((nb.name, time.perf_counter() - t0))
+    total = time.perf_counter() - start
+    print("\nlesson                                   seconds")
+    for name, secs in timings:
+        print(f"{name:<40} {secs:8.1f}")
+    print(f"{'total':<40} {total:8.1f}")
+    print(f"\nexecuted notebooks: {out_dir}\nartifacts and results: {artifacts}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

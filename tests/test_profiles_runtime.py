@@ -1,0 +1,60 @@
+"""Profiles, seeds, devices, and the pinned environment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinybert_lib import PROFILES, get_profile, pick_device, set_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_profiles_exist_and_smoke_is_small():
+    assert set(PROFILES) == {"smoke", "cpu", "gpu"}
+    smoke, cpu = get_profile("smoke"), get_profile("cpu")
+    assert smoke.sst2_train_limit is not None and cpu.sst2_train_limit is None  # cpu uses all of SST-2
+    assert get_profile("gpu").student == "tinybert-4l-312d"
+
+
+def test_unknown_profile_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"unknown profile 'laptop'; valid profiles: smoke, cpu, gpu"):
+        get_profile("laptop")
+
+
+def test_profile_overrides():
+    assert get_profile("smoke", device="cpu").device == "cpu"
+    with pytest.raises(ValueError, match="unknown profile field"):
+        get_profile("smoke", epochs=3)
+
+
+def test_set_seed_repeats():
+    set_seed(7)
+    a = torch.randn(3)
+    set_seed(7)
+    assert torch.equal(a, torch.randn(3))
+
+
+def test_pick_device():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            pick_device("cuda")
+
+
+def _pins(lines):
+    return dict(re.match(r"^\s*-?\s*([A-Za-z0-9_.\-]+)==(\S+)", ln).groups() for ln in lines if re.match(r"^\s*-?\s*[A-Za-z0-9_.\-]+==", ln))
+
+
+def test_environment_yml_matches_requirements():
+    req = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    env = _pins((ROOT / "environment.yml").read_text().splitlines())
+    assert req, "requirements.txt pins nothing"
+    assert req == env
+    assert req["torch"] == "2.13.0"

@@ -1,0 +1,32 @@
+"""tinybert_lib: the library the TinyBERT-from-Scratch lessons build and reuse.
+
+Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which models),
+``data`` (SST-2 and WikiText-2), ``losses`` (the four TinyBERT losses), ``profiles`` (run sizes),
+``runtime`` (seeds and devices), ``export`` (Hugging Face folders).
+"""
+
+from .bert import Bert, BertConfig, BertOutput
+from .export import export_hf
+from .profiles import PROFILES, Profile, get_profile
+from .runtime import pick_device, set_seed
+from .students import DEFAULT_STUDENT, STUDENT_PRESETS, build_student
+from .teachers import TeacherNotFoundError, load_teacher
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bert",
+    "BertConfig",
+    "BertOutput",
+    "DEFAULT_STUDENT",
+    "PROFILES",
+    "Profile",
+    "STUDENT_PRESETS",
+    "TeacherNotFoundError",
+    "build_student",
+    "export_hf",
+    "get_profile",
+    "load_teacher",
+    "pick_device",
+    "set_seed",
+]

@@ -1,0 +1,355 @@
+"""A compact BERT encoder that exposes every internal TinyBERT distils.
+
+Read it top to bottom: config -> embeddings -> self-attention -> feed-forward -> layer ->
+model -> loading a Hugging Face checkpoint. The weights use the same names as
+``transformers.BertModel`` / ``BertForSequenceClassification`` so a checkpoint loads with a plain
+``load_state_dict`` and a trained model saves back into the same format.
+
+The one thing this model does that the usual implementations do not: every layer returns its
+*raw* attention scores (QK^T / sqrt(d), before the padding mask and the softmax) next to the
+probabilities, because TinyBERT's attention loss is defined on the raw scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters of a BERT encoder (names as in Hugging Face's ``config.json``)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    num_labels: int = 0  # 0 = no classification head; 1 = regression
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                f"{self.num_attention_heads}: each head needs an equal slice of the hidden state; "
+                "pick a hidden size that is a multiple of the head count."
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+        """Build from a Hugging Face ``config.json`` dict, ignoring keys the course does not use."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "num_labels" not in d and "id2label" in d and "BertForSequenceClassification" in str(
+            d.get("architectures", "")
+        ):
+            kwargs["num_labels"] = len(d["id2label"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BertOutput:
+    """Everything a forward pass computes that distillation needs.
+
+    embeddings:        (batch, T, H) output of the embedding layer (= hidden_states[0]).
+    hidden_states:     L+1 tensors (batch, T, H): embedding output first, then each layer.
+    attention_scores:  L tensors (batch, heads, T, T): raw QK^T/sqrt(d), before mask and softmax.
+    attention_probs:   L tensors (batch, heads, T, T): after the padding mask and the softmax.
+    logits:            (batch, num_labels) when the model has a classification head, else None.
+    """
+
+    embeddings: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...]
+    attention_scores: tuple[torch.Tensor, ...]
+    attention_probs: tuple[torch.Tensor, ...]
+    logits: Optional[torch.Tensor] = None
+
+
+class Embeddings(nn.Module):
+    """word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention returning its output, raw scores and probabilities."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (b, heads, T, d)
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = self._split_heads(self.query(x)), self._split_heads(self.key(x)), self._split_heads(self.value(x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # what TinyBERT's L_att matches
+        probs = torch.softmax(scores + additive_mask, dim=-1)  # padded keys get ~0 probability
+        context = self.dropout(probs) @ v
+        b, _, t, _ = context.shape
+        return context.transpose(1, 2).reshape(b, t, -1), scores, probs
+
+
+class AttentionOutput(nn.Module):
+    """Output projection of attention, residual connection, post-LayerNorm."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(context)) + residual)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.self = SelfAttention(cfg)
+        self.output = AttentionOutput(cfg)
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        context, scores, probs = self.self(x, additive_mask)
+        return self.output(context, x), scores, probs
+
+
+class Intermediate(nn.Module):
+    """First half of the feed-forward block: widen to d' and apply GELU."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        if cfg.hidden_act != "gelu":
+            raise ValueError(f"hidden_act {cfg.hidden_act!r} is not supported; the course BERT uses 'gelu'.")
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))  # exact (erf) GELU, as BERT's "gelu"
+
+
+class Output(nn.Module):
+    """Second half of the feed-forward block: back to d, residual, post-LayerNorm."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+
+class Layer(nn.Module):
+    """One Transformer layer: attention then feed-forward, each with residual + LayerNorm."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.intermediate = Intermediate(cfg)
+        self.output = Output(cfg)
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a, scores, probs = self.attention(x, additive_mask)
+        return self.output(self.intermediate(a), a), scores, probs
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+
+
+class Pooler(nn.Module):
+    """tanh(W h_[CLS] + b): the sentence vector the classification head reads."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class BertBody(nn.Module):
+    """The encoder proper (Hugging Face's ``BertModel``): embeddings, layers, pooler."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.embeddings = Embeddings(cfg)
+        self.encoder = Encoder(cfg)
+        self.pooler = Pooler(cfg)
+
+
+class Bert(nn.Module):
+    """BERT with an optional sequence-classification head, returning a :class:`BertOutput`.
+
+    Parameter names match ``transformers.BertForSequenceClassification`` (``bert.*``,
+    ``classifier.*``), so Hugging Face checkpoints load and export without renaming.
+    The tokenizer that goes with the weights is attached as ``model.tokenizer`` by the loaders.
+    """
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.bert = BertBody(cfg)
+        if cfg.num_labels > 0:
+            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+            self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
+        self.tokenizer: Any = None
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # BERT's initialisation: N(0, 0.02) weights, zero biases, identity LayerNorm.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def add_classifier(self, num_labels: int) -> "Bert":
+        """Attach a fresh classification head (e.g. to a pre-trained encoder before fine-tuning)."""
+        self.config.num_labels = num_labels
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+        self.classifier = nn.Linear(self.config.hidden_size, num_labels)
+        self._init_weights(self.classifier)
+        device = self.bert.embeddings.word_embeddings.weight.device
+        self.classifier.to(device)
+        return self
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        **_: Any,  # lets a collated batch (with e.g. ``labels``) be passed as ``model(**batch)``
+    ) -> BertOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.bert.embeddings(input_ids, token_type_ids)
+        # 0 on real keys, a very negative number on padded keys, broadcast over heads and queries.
+        additive_mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        hidden, scores, probs = [x], [], []
+        for layer in self.bert.encoder.layer:
+            x, s, p = layer(x, additive_mask)
+            hidden.append(x)
+            scores.append(s)
+            probs.append(p)
+        logits = None
+        if self.config.num_labels > 0:
+            logits = self.classifier(self.dropout(self.bert.pooler(x)))
+        return BertOutput(hidden[0], tuple(hidden), tuple(scores), tuple(probs), logits)
+
+    def num_parameters(self, encoder_only: bool = False) -> int:
+        """Parameter count; ``encoder_only`` counts embeddings + Transformer layers only."""
+        if encoder_only:
+            modules = [self.bert.embeddings, self.bert.encoder]
+            return sum(p.numel() for m in modules for p in m.parameters())
+        return sum(p.numel() for p in self.parameters())
+
+    # --- loading and saving Hugging Face folders -------------------------------------------
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, num_labels: Optional[int] = None) -> "Bert":
+        """Load a Hugging Face BERT folder (``config.json`` + ``model.safetensors``).
+
+        Accepts checkpoints saved from ``BertModel`` (keys ``embeddings.*``) and from
+        ``BertForSequenceClassification`` (keys ``bert.*``). Every shape is checked. With
+        ``num_labels`` different from the checkpoint's, a fresh head is attached.
+        """
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, weights_path = folder / "config.json", folder / "model.safetensors"
+        if not cfg_path.is_file() or not weights_path.is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a BERT checkpoint folder: it needs config.json and model.safetensors "
+                "(the course loads safetensors only; convert a pytorch_model.bin with "
+                "transformers' save_pretrained(safe_serialization=True))."
+            )
+        raw = json.loads(cfg_path.read_text())
+        if raw.get("model_type", "bert") != "bert":
+            raise ValueError(f"{folder} holds a {raw.get('model_type')!r} model; the course needs a BERT checkpoint.")
+        cfg = BertConfig.from_dict(raw)
+        state = load_file(str(weights_path))
+        state = {k if k.startswith(("bert.", "classifier.")) else f"bert.{k}": v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.endswith("position_ids") and not k.startswith(("cls.", "bert.cls."))}
+        has_head = "classifier.weight" in state
+        if has_head:
+            cfg.num_labels = state["classifier.weight"].shape[0]
+        if num_labels is not None and num_labels != cfg.num_labels:
+            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+            cfg.num_labels, has_head = num_labels, False
+        model = cls(cfg)
+        expected = model.state_dict()
+        for k, v in state.items():
+            if k not in expected:
+                raise ValueError(f"unexpected weight {k} in {weights_path}: is this a BERT checkpoint?")
+            if expected[k].shape != v.shape:
+                raise ValueError(f"shape mismatch for {k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}")
+        missing = [k for k in expected if k not in state and not (k.startswith("classifier.") and not has_head)]
+        if any(not k.startswith("bert.pooler.") for k in missing):
+            raise ValueError(f"{weights_path} lacks weights the model needs: {missing[:5]} ...")
+        model.load_state_dict(state, strict=False)  # pooler may be absent; it then keeps its init
+        return model
+
+    def hf_config(self) -> dict[str, Any]:
+        """A ``config.json`` dict that ``transformers`` reads as a BertForSequenceClassification."""
+        cfg = self.config.to_dict()
+        n = max(cfg.pop("num_labels"), 1)
+        cfg.update(
+            model_type="bert",
+            architectures=["BertForSequenceClassification"],
+            position_embedding_type="absolute",
+            num_labels=n,
+            id2label={str(i): f"LABEL_{i}" for i in range(n)},
+            label2id={f"LABEL_{i}": i for i in range(n)},
+        )
+        if n == 1:
+            cfg["problem_type"] = "regression"
+        return cfg

@@ -1,0 +1,88 @@
+"""Run profiles: how big a run is, from a CI smoke test to the paper's setting on a GPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every knob of a course run. ``None`` for a size means "all of it"."""
+
+    name: str
+    teacher: str = "minilm"
+    student: str = "minilm-3l-192d"
+    device: str = "auto"
+    seed: int = 42
+    # data
+    sst2_train_limit: Optional[int] = None
+    sst2_dev_limit: Optional[int] = None
+    max_seq_len_general: int = 128
+    max_seq_len_task: int = 64
+    corpus_max_blocks: Optional[int] = None
+    # stage 1: general distillation
+    general_epochs: int = 3
+    general_batch_size: int = 32
+    general_lr: float = 5e-5
+    # teacher fine-tuning
+    finetune_epochs: int = 3
+    finetune_batch_size: int = 32
+    finetune_lr: float = 2e-5
+    # data augmentation (paper: p_t = 0.4, N_a = 20, K = 15)
+    augment_p: float = 0.4
+    augment_n: int = 20
+    augment_k: int = 15
+    augment_limit: Optional[int] = None
+    # stage 2: task distillation
+    task_intermediate_epochs: int = 10
+    task_prediction_epochs: int = 3
+    task_batch_size: int = 32
+    task_lr_intermediate: float = 5e-5
+    task_lr_prediction: float = 3e-5
+    temperature: float = 1.0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+
+    def with_overrides(self, **overrides: Any) -> "Profile":
+        """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown profile field(s) {unknown}; valid fields: {sorted(known)}")
+        return replace(self, **overrides)
+
+
+PROFILES: dict[str, Profile] = {
+    # CI and nbval: every lesson end to end in minutes on 2 CPU cores. Numbers mean nothing.
+    "smoke": Profile(
+        name="smoke", sst2_train_limit=256, sst2_dev_limit=128, max_seq_len_general=64, corpus_max_blocks=64,
+        general_epochs=1, general_batch_size=16, finetune_epochs=1, finetune_batch_size=16,
+        augment_n=2, augment_k=5, augment_limit=32, task_intermediate_epochs=1, task_prediction_epochs=1,
+        task_batch_size=16, log_every=2,
+    ),
+    # A learner's laptop (2-4 cores, ~2 hours): all of SST-2, WikiText-2 for general distillation,
+    # a reduced augmentation budget (the paper's N_a = 20 would take days on a CPU).
+    "cpu": Profile(
+        name="cpu", device="cpu", max_seq_len_general=128, corpus_max_blocks=4000, general_epochs=1,
+        finetune_epochs=1, augment_n=1, augment_k=8, augment_limit=20000, task_intermediate_epochs=1,
+        task_prediction_epochs=2,
+    ),
+    # The paper's setting on one GPU: BERT-base teacher, TinyBERT-4L-312D, lengths 128 / 64.
+    "gpu": Profile(
+        name="gpu", teacher="bert-base-uncased", student="tinybert-4l-312d", device="cuda",
+        general_batch_size=256, general_lr=1e-4, task_intermediate_epochs=10, task_prediction_epochs=3,
+    ),
+}
+
+
+def get_profile(name: str, **overrides: Any) -> Profile:
+    """Look up a run profile by name (``smoke``, ``cpu``, ``gpu``), optionally overriding fields."""
+    if isinstance(name, Profile):
+        return name.with_overrides(**overrides) if overrides else name
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}.")
+    profile = PROFILES[name]
+    return profile.with_overrides(**overrides) if overrides else profile
