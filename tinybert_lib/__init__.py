@@ -5,7 +5,7 @@ Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which
 ``runtime`` (seeds and devices), ``export`` (Hugging Face folders).
 """
 
-from . import plotting
+from . import data, exercises, losses, plotting
 from .bert import Bert, BertConfig, BertOutput
 from .export import export_hf
 from .profiles import PROFILES, Profile, get_profile

@@ -1,0 +1,541 @@
+"""Data for the TinyBERT course: getting the files, reading them, and batching them.
+
+Two datasets are used:
+
+* **GLUE SST-2** (``sst2/train.tsv``, ``sst2/dev.tsv``): sentence-level sentiment, the
+  task-specific distillation data.
+* **WikiText-2**, tokenised release (``wikitext-2/wiki.train.tokens``, ``wiki.valid.tokens``):
+  the general-distillation corpus.
+
+The files live in :func:`data_dir` (``data/`` in the repository, or ``$TINYBERT_DATA_DIR``).
+:func:`prepare_data` fills that folder from a local mirror (``$DATA_MIRROR``) or, failing
+that, from the Hugging Face hub. Run it from the shell as::
+
+    python -m tinybert_lib.data prepare [--mirror PATH] [--target PATH] [--force]
+
+This module deliberately imports nothing else from ``tinybert_lib`` so it can be used (and
+tested) on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import logging
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from datasets import Dataset, Features, Value, load_dataset
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
+from transformers import DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------
+# What the course needs, and how to recognise a good copy
+# --------------------------------------------------------------------------------------
+
+#: sha256 of each file as shipped by the course's data mirror (see the mirror's SOURCES.md).
+#: Files downloaded from the hub are formatted slightly differently, so only their row
+#: counts are checked.
+EXPECTED_SHA256: dict[str, str] = {
+    "sst2/train.tsv": "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1",
+    "sst2/dev.tsv": "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
+    "wikitext-2/wiki.train.tokens": "728c77e87e176af4730f9a80fc6008bcaff421a7202c1c048877c0eec3685f89",
+    "wikitext-2/wiki.valid.tokens": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+}
+
+#: Rows per file: data rows for the TSVs (header excluded), raw lines for WikiText.
+EXPECTED_ROWS: dict[str, int] = {
+    "sst2/train.tsv": 67_349,
+    "sst2/dev.tsv": 872,
+    "wikitext-2/wiki.train.tokens": 36_718,
+    "wikitext-2/wiki.valid.tokens": 3_760,
+}
+
+SST2_FILES: dict[str, str] = {"train": "sst2/train.tsv", "dev": "sst2/dev.tsv"}
+CORPUS_FILES: dict[str, str] = {
+    "train": "wikitext-2/wiki.train.tokens",
+    "valid": "wikitext-2/wiki.valid.tokens",
+}
+
+# Where the hub fallback gets each file: (dataset, config, split).
+_HUB_SOURCES: dict[str, tuple[str, str, str]] = {
+    "sst2/train.tsv": ("nyu-mll/glue", "sst2", "train"),
+    "sst2/dev.tsv": ("nyu-mll/glue", "sst2", "validation"),
+    "wikitext-2/wiki.train.tokens": ("Salesforce/wikitext", "wikitext-2-v1", "train"),
+    "wikitext-2/wiki.valid.tokens": ("Salesforce/wikitext", "wikitext-2-v1", "validation"),
+}
+
+_MAKE_DATA_HINT = (
+    "set DATA_MIRROR=/path/to/mirror (laid out as sst2/train.tsv, sst2/dev.tsv, "
+    "wikitext-2/wiki.train.tokens, wikitext-2/wiki.valid.tokens; see data/README.md) "
+    "or run `make data` with internet access so the files download from the Hugging Face hub"
+)
+
+# Columns the collator passes on; anything else (``length``, raw text) is for sampling or
+# inspection only and would break ``model(**batch)``.
+_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "label", "labels")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The course data (or a mirror file) is missing; the message says how to get it."""
+
+
+class DataIntegrityError(ValueError):
+    """A data file exists but is not the expected one (wrong checksum or row count)."""
+
+
+class FileStatus(NamedTuple):
+    """What :func:`prepare_data` did with one file."""
+
+    action: str  # "copied", "downloaded" or "skipped" (already present and valid)
+    rows: int
+    check: str  # what was verified: "sha256+rows" or "rows"
+
+
+# --------------------------------------------------------------------------------------
+# Locations
+# --------------------------------------------------------------------------------------
+
+
+def data_dir() -> Path:
+    """Folder holding the course data: ``$TINYBERT_DATA_DIR`` or the repository's ``data/``."""
+    env = os.environ.get("TINYBERT_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1] / "data"
+
+
+def _require(relpath: str) -> Path:
+    """Path of a data file, or a DataNotFoundError that says how to get it."""
+    path = data_dir() / relpath
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} not found. To get the course data, {_MAKE_DATA_HINT}.")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Preparing the data folder
+# --------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _count_rows(relpath: str, path: Path) -> int:
+    """Rows as SOURCES.md counts them: lines (like ``wc -l``), minus the TSV header."""
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":  # a final line without a newline still counts
+        lines += 1
+    return lines - 1 if relpath.endswith(".tsv") else lines
+
+
+def _check_rows(relpath: str, path: Path, origin: str) -> int:
+    rows = _count_rows(relpath, path)
+    expected = EXPECTED_ROWS[relpath]
+    if rows != expected:
+        raise DataIntegrityError(
+            f"{relpath} from {origin}: expected {expected:,} rows, got {rows:,} ({path})"
+        )
+    return rows
+
+
+def _is_truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "TRUE", "YES", "ON"}
+
+
+def _hub_offline() -> bool:
+    return _is_truthy(os.environ.get("HF_HUB_OFFLINE")) or _is_truthy(
+        os.environ.get("HF_DATASETS_OFFLINE")
+    )
+
+
+def _temp_beside(dest: Path) -> Path:
+    """A temp path in dest's folder (same filesystem, so os.replace onto dest is atomic)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # A plain name rather than tempfile.mkstemp, whose 0600 mode would stick to the data file.
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _copy_verified(relpath: str, src: Path, dest: Path) -> int:
+    """Copy src to dest atomically, checking sha256 and row count before dest appears."""
+    if not src.is_file():
+        raise DataNotFoundError(
+            f"mirror file {src} not found: the mirror must hold {relpath} "
+            f"(layout: {', '.join(EXPECTED_SHA256)}; see data/README.md)"
+        )
+    tmp = _temp_beside(dest)
+    try:
+        digest = hashlib.sha256()
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            for chunk in iter(lambda: fin.read(1 << 20), b""):
+                digest.update(chunk)
+                fout.write(chunk)
+        got, expected = digest.hexdigest(), EXPECTED_SHA256[relpath]
+        if got != expected:
+            raise DataIntegrityError(
+                f"checksum mismatch for {relpath} in mirror ({src}): "
+                f"expected sha256 {expected}, got {got}"
+            )
+        rows = _check_rows(relpath, tmp, f"mirror {src}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def _write_from_hub(relpath: str, dest: Path, cache: dict[tuple[str, str], Any]) -> int:
+    """Write one file from the hub in the mirror's format (checks the row count only)."""
+    name, config, split = _HUB_SOURCES[relpath]
+    if (name, config) not in cache:
+        logger.info("downloading %s/%s from the Hugging Face hub", name, config)
+        cache[(name, config)] = load_dataset(name, config)
+    rows = cache[(name, config)][split]
+
+    tmp = _temp_beside(dest)
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as f:
+            if relpath.endswith(".tsv"):
+                f.write("sentence\tlabel\n")
+                for sentence, label in zip(rows["sentence"], rows["label"]):
+                    f.write(f"{sentence}\t{int(label)}\n")
+            else:
+                # The hub keeps each line's own "\n" (blank lines come as ""), so one
+                # row is one line of the original wiki.*.tokens file.
+                for text in rows["text"]:
+                    f.write(text.rstrip("\n") + "\n")
+        n = _check_rows(relpath, tmp, f"the hub ({name}/{config}, {split})")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def prepare_data(
+    mirror: str | os.PathLike[str] | None = None,
+    target: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> dict[str, FileStatus]:
+    """Fill the data folder with SST-2 and WikiText-2, verified.
+
+    Args:
+        mirror: local folder laid out like ``data/`` (``sst2/train.tsv``, ...). Defaults to
+            ``$DATA_MIRROR``. Without one, the files are downloaded from the Hugging Face hub.
+        target: folder to fill; defaults to :func:`data_dir`.
+        force: re-copy / re-download even files that are already present and valid.
+
+    Returns:
+        ``{relative path: FileStatus(action, rows, check)}`` for the four files.
+
+    Raises:
+        DataNotFoundError: no mirror and the hub is unreachable or disabled (offline), or
+            the mirror lacks a file.
+        DataIntegrityError: a mirror file has the wrong sha256, or a file the wrong row count.
+    """
+    mirror = mirror if mirror is not None else (os.environ.get("DATA_MIRROR") or None)
+    mirror_dir = Path(mirror).expanduser() if mirror is not None else None
+    target_dir = Path(target).expanduser() if target is not None else data_dir()
+    if mirror_dir is not None and not mirror_dir.is_dir():
+        raise DataNotFoundError(
+            f"data mirror {mirror_dir} is not a folder. To get the data, {_MAKE_DATA_HINT}."
+        )
+
+    report: dict[str, FileStatus] = {}
+    todo: list[str] = []
+    for relpath in EXPECTED_SHA256:
+        dest = target_dir / relpath
+        if force or not dest.is_file():
+            todo.append(relpath)
+        elif _sha256(dest) == EXPECTED_SHA256[relpath]:
+            report[relpath] = FileStatus("skipped", _count_rows(relpath, dest), "sha256+rows")
+        elif mirror_dir is None and _count_rows(relpath, dest) == EXPECTED_ROWS[relpath]:
+            # Most likely an earlier hub download: its bytes differ from the mirror's.
+            report[relpath] = FileStatus("skipped", EXPECTED_ROWS[relpath], "rows")
+        else:
+            logger.warning("%s exists but is not the expected file; replacing it", dest)
+            todo.append(relpath)
+
+    if todo and mirror_dir is None and _hub_offline():
+        raise DataNotFoundError(
+            f"course data missing in {target_dir} ({', '.join(todo)}) and the Hugging Face hub "
+            f"is disabled (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). To get the data, "
+            f"{_MAKE_DATA_HINT}."
+        )
+
+    hub_cache: dict[tuple[str, str], Any] = {}
+    for relpath in todo:
+        dest = target_dir / relpath
+        if mirror_dir is not None:
+            rows = _copy_verified(relpath, mirror_dir / relpath, dest)
+            report[relpath] = FileStatus("copied", rows, "sha256+rows")
+        else:
+            try:
+                rows = _write_from_hub(relpath, dest, hub_cache)
+            except DataIntegrityError:
+                raise
+            except Exception as exc:  # no network, hub down, dataset moved, ...
+                raise DataNotFoundError(
+                    f"could not download {relpath} from the Hugging Face hub "
+                    f"({type(exc).__name__}: {exc}). To get the data, {_MAKE_DATA_HINT}."
+                ) from exc
+            report[relpath] = FileStatus("downloaded", rows, "rows")
+
+    for relpath in EXPECTED_SHA256:  # log in a stable order
+        status = report[relpath]
+        logger.info("%-10s %s (%s rows, %s ok)", status.action, relpath, f"{status.rows:,}", status.check)
+    return {relpath: report[relpath] for relpath in EXPECTED_SHA256}
+
+
+# --------------------------------------------------------------------------------------
+# SST-2
+# --------------------------------------------------------------------------------------
+
+
+def load_sst2(split: str = "train", limit: int | None = None) -> Dataset:
+    """SST-2 as a Dataset with columns ``sentence`` (str) and ``label`` (0 neg, 1 pos).
+
+    ``split`` is ``"train"`` or ``"dev"``; ``limit`` keeps the first ``limit`` rows.
+    """
+    if split not in SST2_FILES:
+        raise ValueError(f"split must be one of {sorted(SST2_FILES)}, got {split!r}")
+    path = _require(SST2_FILES[split])
+    sentences: list[str] = []
+    labels: list[int] = []
+    # QUOTE_NONE: a sentence may start with a double quote, which is text, not CSV quoting.
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader)
+        if header != ["sentence", "label"]:
+            raise DataIntegrityError(f"{path}: expected header ['sentence', 'label'], got {header}")
+        for sentence, label in islice(reader, limit):
+            sentences.append(sentence.strip())  # GLUE ends every sentence with a space
+            labels.append(int(label))
+    features = Features({"sentence": Value("string"), "label": Value("int64")})
+    return Dataset.from_dict({"sentence": sentences, "label": labels}, features=features)
+
+
+def tokenize_sst2(dataset: Dataset, tokenizer: Any, max_length: int = 64) -> Dataset:
+    """Tokenise SST-2 sentences (truncated, not padded: the collator pads per batch).
+
+    Returns a Dataset with columns ``input_ids``, ``attention_mask``, ``token_type_ids``,
+    ``labels`` and ``length`` (tokens per example, used for length-grouped batching).
+    """
+    encoded = tokenizer(list(dataset["sentence"]), truncation=True, max_length=max_length)
+    return Dataset.from_dict(
+        {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "token_type_ids": encoded["token_type_ids"],
+            "labels": list(dataset["label"]),
+            "length": [len(ids) for ids in encoded["input_ids"]],
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------
+# WikiText-2
+# --------------------------------------------------------------------------------------
+
+# " = Title = ", " = = Section = = ", ... (after strip: "= Title =").
+_HEADING = re.compile(r"^(?:= )+.*(?: =)+$")
+# WikiText writes "3 @.@ 5", "1 @,@ 000", "well @-@ known"; put the words back together.
+_AT_SEPARATOR = re.compile(r"\s*@([-,.])@\s*")
+
+
+def clean_wikitext_line(line: str, unk_token: str = "[UNK]") -> str | None:
+    """One WikiText line cleaned, or None for a heading / blank line."""
+    text = line.strip()
+    if not text or _HEADING.match(text):
+        return None
+    text = _AT_SEPARATOR.sub(r"\1", text)
+    return text.replace("<unk>", unk_token)
+
+
+def _iter_corpus_lines(split: str, unk_token: str) -> Iterator[str]:
+    if split not in CORPUS_FILES:
+        raise ValueError(f"split must be one of {sorted(CORPUS_FILES)}, got {split!r}")
+    path = _require(CORPUS_FILES[split])
+    # newline="\n": split on "\n" only, as the file is defined; Wikipedia text may hold
+    # other Unicode line separators inside a line.
+    with path.open(encoding="utf-8", newline="\n") as f:
+        for line in f:
+            cleaned = clean_wikitext_line(line, unk_token)
+            if cleaned is not None:
+                yield cleaned
+
+
+def load_corpus_lines(
+    split: str = "train", unk_token: str = "[UNK]", limit: int | None = None
+) -> list[str]:
+    """Cleaned WikiText-2 lines (``split`` is ``"train"`` or ``"valid"``).
+
+    Headings and blank lines are dropped, ``@-@``/``@,@``/``@.@`` are rejoined, and
+    ``<unk>`` becomes ``unk_token`` so the tokenizer maps it to its own unknown token.
+    ``limit`` keeps the first ``limit`` cleaned lines.
+    """
+    return list(islice(_iter_corpus_lines(split, unk_token), limit))
+
+
+def corpus_blocks(
+    tokenizer: Any,
+    block_size: int = 128,
+    split: str = "train",
+    max_blocks: int | None = None,
+) -> Dataset:
+    """WikiText-2 as fixed-size blocks for general distillation.
+
+    The cleaned lines are tokenised (no special tokens), concatenated into one stream, and cut
+    into pieces of ``block_size - 2`` tokens, each wrapped as ``[CLS] ... [SEP]``: every block
+    is exactly ``block_size`` real tokens (no padding). The final partial piece is dropped.
+    Lines are tokenised lazily in chunks, so ``max_blocks`` keeps smoke runs cheap.
+
+    Returns a Dataset with ``input_ids``, ``attention_mask`` (all 1) and ``token_type_ids``
+    (all 0).
+    """
+    body = block_size - 2
+    if body < 1:
+        raise ValueError(f"block_size must be at least 3, got {block_size}")
+    # Small first chunks when only a few blocks are wanted (~10 tokens per line at worst).
+    chunk_lines = 1000 if max_blocks is None else max(16, min(1000, max_blocks * body // 10))
+
+    blocks: list[list[int]] = []
+    stream: list[int] = []
+    lines = _iter_corpus_lines(split, tokenizer.unk_token)
+    while max_blocks is None or len(blocks) < max_blocks:
+        chunk = list(islice(lines, chunk_lines))
+        if not chunk:
+            break
+        # verbose=False: long paragraphs exceed model_max_length, which is fine here
+        # because the stream is cut into blocks anyway.
+        encoded = tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]
+        for ids in encoded:
+            stream.extend(ids)
+        start = 0
+        while len(stream) - start >= body and (max_blocks is None or len(blocks) < max_blocks):
+            blocks.append([tokenizer.cls_token_id, *stream[start : start + body], tokenizer.sep_token_id])
+            start += body
+        del stream[:start]
+    logger.info("corpus_blocks(%s): %d blocks of %d tokens", split, len(blocks), block_size)
+    return Dataset.from_dict(
+        {
+            "input_ids": blocks,
+            "attention_mask": [[1] * block_size for _ in blocks],
+            "token_type_ids": [[0] * block_size for _ in blocks],
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Batching
+# --------------------------------------------------------------------------------------
+
+
+class _PadToBatchMax:
+    """Dynamic padding: each batch is padded to its own longest sequence.
+
+    Keeps only model inputs and labels, so helper columns such as ``length`` never reach
+    ``model(**batch)``.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        kept = [{k: v for k, v in f.items() if k in _MODEL_KEYS} for f in features]
+        return dict(self.collator(kept))
+
+
+def _lengths(dataset: Dataset) -> list[int]:
+    if "length" in dataset.column_names:
+        return list(dataset["length"])
+    return [len(ids) for ids in dataset["input_ids"]]
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    tokenizer: Any,
+    shuffle: bool = False,
+    seed: int = 0,
+    group_by_length: bool = True,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader yielding dicts of tensors, padded per batch.
+
+    * ``shuffle=False``: dataset order.
+    * ``shuffle=True, group_by_length=True``: transformers' ``LengthGroupedSampler``
+      (random mega-batches of 50 batches, sorted by length inside), so each batch holds
+      similar lengths and wastes little padding.
+    * ``shuffle=True, group_by_length=False``: plain random order.
+
+    The shuffle is drawn from a ``torch.Generator`` seeded with ``seed``: the same seed gives
+    the same batches, and each new epoch (iteration) gives a new order.
+    """
+    sampler: Sampler[int]
+    if not shuffle:
+        sampler = SequentialSampler(dataset)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        if group_by_length:
+            sampler = LengthGroupedSampler(batch_size, lengths=_lengths(dataset), generator=generator)
+        else:
+            sampler = RandomSampler(dataset, generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=_PadToBatchMax(tokenizer),
+        drop_last=drop_last,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tinybert_lib.data prepare [--mirror PATH] [--target PATH] [--force]``."""
+    parser = argparse.ArgumentParser(prog="python -m tinybert_lib.data", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    prep = commands.add_parser("prepare", help="copy (from a mirror) or download the data, verified")
+    prep.add_argument("--mirror", help="local mirror folder (default: $DATA_MIRROR, else the hub)")
+    prep.add_argument("--target", help="folder to fill (default: $TINYBERT_DATA_DIR or data/)")
+    prep.add_argument("--force", action="store_true", help="re-copy / re-download present files")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    target = Path(args.target) if args.target else data_dir()
+    try:
+        report = prepare_data(mirror=args.mirror, target=target, force=args.force)
+    except (DataNotFoundError, DataIntegrityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"data folder: {target.resolve()}")
+    for relpath, status in report.items():
+        print(f"  {status.action:<10} {relpath:<30} {status.rows:>7,} rows  ({status.check} ok)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
