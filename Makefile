@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 data:  ## fill data/ from $$DATA_MIRROR, or from the Hugging Face hub when online
-	$(PY) -m tinybert_lib.data prepare
+	$(PY) -m tinybert_lib data prepare
 
 test: test-lib test-notebooks  ## the whole suite: pytest on the library, nbval on the lessons
 

@@ -268,6 +268,22 @@ def test_attention_kl_is_nonnegative_on_random_inputs():
         assert attention_loss(s, t, kind="kl") >= 0
 
 
+@pytest.mark.parametrize("kind", ["mse", "kl", "mse_original"])
+def test_fully_padded_sequence_gives_finite_loss_and_gradients(kind):
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]])
+    s = torch.randn(B, HEADS, T, T, requires_grad=True)
+    t = torch.randn(B, HEADS, T, T)
+    loss = attention_loss(s, t, mask, kind=kind)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    if kind != "mse_original":  # the empty sequence contributes nothing to the masked mean
+        alone = attention_loss(s[:1].detach(), t[:1], mask[:1], kind=kind)
+        assert torch.allclose(loss, alone)
+        assert torch.all(s.grad[1] == 0)
+    h = torch.randn(B, T, D_T)
+    assert hidden_loss(h, h + 1, None, mask).item() == pytest.approx(1.0)
+
+
 def test_attention_unknown_kind():
     s = torch.randn(B, HEADS, T, T)
     with pytest.raises(ValueError, match=r"unknown attention loss kind 'softmax_mse'.*mse"):

@@ -516,7 +516,7 @@ def make_loader(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinybert_lib.data prepare [--mirror PATH] [--target PATH] [--force]``."""
-    parser = argparse.ArgumentParser(prog="python -m tinybert_lib.data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tinybert_lib data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="copy (from a mirror) or download the data, verified")
     prep.add_argument("--mirror", help="local mirror folder (default: $DATA_MIRROR, else the hub)")

@@ -386,9 +386,9 @@ def _attention_kl(student: Tensor, teacher: Tensor, mask: Optional[Tensor]) -> T
     fill = torch.finfo(teacher.dtype).min
     log_p = F.log_softmax(teacher.masked_fill(~keys, fill), dim=-1)
     log_q = F.log_softmax(student.masked_fill(~keys, fill), dim=-1)
-    p = log_p.exp().masked_fill(~keys, 0.0)
-    # Padded keys have probability 0; zeroing their huge negative log-probabilities keeps
-    # 0 * (huge - huge) out of the sum without changing the KL.
+    p = log_p.exp()  # exactly 0 at padded keys
+    # Zeroing the padded keys' huge negative log-probabilities keeps 0 * (huge - huge) out
+    # of the sum (and of the gradient) without changing the KL.
     log_ratio = (log_p - log_q).masked_fill(~keys, 0.0)
     per_query = (p * log_ratio).sum(-1)  # (batch, heads, query)
     queries = mask[:, None, :].expand_as(per_query)

@@ -1,0 +1,28 @@
+"""Command line: ``python -m tinybert_lib data prepare`` and ``python -m tinybert_lib run STAGE``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m tinybert_lib {data,run} ...  (add --help after a command for its options)"
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "data":
+        from .data import main as data_main
+
+        return data_main(rest)
+    if command == "run":
+        from .cli import main as run_main
+
+        return run_main(rest)
+    print(f"unknown command {command!r}\n{usage}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
