@@ -1,0 +1,96 @@
+"""The distillation loops on tiny budgets: they train, keep the teacher fixed, and resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tinybert_lib as tl
+from tinybert_lib import distill, pipeline
+from tinybert_lib.training import Checkpoint, Interrupted
+
+TINY = dict(general_batch_size=4, general_epochs=2, log_every=1, max_seq_len_general=32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def corpus(teacher):
+    return tl.data.corpus_blocks(teacher.tokenizer, 32, max_blocks=12)
+
+
+def _student(teacher):
+    tl.set_seed(0)
+    return tl.build_student("minilm-3l-192d", teacher=teacher)
+
+
+def test_general_distillation_lowers_the_loss_and_leaves_teacher_alone(teacher, corpus, tmp_path):
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    profile = tl.get_profile("smoke", **{**TINY, "general_lr": 1e-3, "general_epochs": 4})
+    result = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=tmp_path / "g", device="cpu")
+    totals = [r["total"] for r in result.history]
+    assert len(totals) == 12 and totals[-1] < totals[0]
+    assert set(result.history[0]) >= {"emb", "hid", "att", "total", "lr"}
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert not teacher.training
+    assert (tmp_path / "g" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "g" / "projections.safetensors").is_file()
+
+
+def test_interrupted_general_distillation_resumes_from_checkpoint(teacher, corpus, tmp_path):
+    profile = tl.get_profile("smoke", **TINY)
+    reference = distill.general_distill(teacher, _student(teacher), corpus, profile, device="cpu")
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted, match="stopped after step 2"):
+        distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu", stop_after=2)
+    ckpt = Checkpoint(out / "checkpoint")
+    assert ckpt.exists() and ckpt.state()["step"] == 2 and not ckpt.state()["done"]
+
+    resumed = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu")
+    assert resumed.train.resumed_from == 2 and resumed.train.steps == 6
+    assert [r["step"] for r in resumed.history] == list(range(1, 7))
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert [round(r["total"], 4) for r in resumed.history] == [round(r["total"], 4) for r in reference.history]
+
+    # A finished run is not trained again.
+    again = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu")
+    assert again.train.resumed_from == 6
+    assert torch.equal(again.model.bert.encoder.layer[0].output.dense.weight, resumed.model.bert.encoder.layer[0].output.dense.weight)
+    assert not list((out).glob(".*")), "no temporary folders may be left behind"
+
+
+def test_teacher_finetuning_and_task_distillation(tmp_path):
+    teacher = tl.load_teacher("minilm")
+    profile = tl.get_profile("smoke", finetune_batch_size=8, task_batch_size=8, finetune_lr=1e-4, task_prediction_epochs=2)
+    sst2 = {"train": tl.data.load_sst2("train", limit=24), "dev": tl.data.load_sst2("dev", limit=16)}
+    ft = distill.finetune_teacher(teacher, sst2, profile, device="cpu")
+    assert ft.model.config.num_labels == 2 and 0.0 <= ft.metrics["dev_accuracy"] <= 1.0
+    assert len(ft.train.evals) == 1
+
+    student = _student(teacher)
+    s1 = distill.task_distill(ft.model, student, sst2["train"], profile, "intermediate", dev_set=sst2["dev"], device="cpu")
+    assert s1.projections is not None and s1.metrics["dev_total"] > 0
+    s2 = distill.task_distill(ft.model, s1.model, sst2["train"], profile, "prediction", dev_set=sst2["dev"],
+                              out_dir=tmp_path / "s2", device="cpu")
+    accs = [e["dev_accuracy"] for e in s2.train.evals]
+    assert len(accs) == 2 and s2.metrics["dev_accuracy"] == max(accs)
+    assert tl.evaluate.accuracy(s2.model, sst2["dev"]) == pytest.approx(max(accs))  # the best epoch is kept
+    with pytest.raises(ValueError, match="fine-tuned teacher"):
+        distill.task_distill(tl.load_teacher("minilm"), _student(teacher), sst2["train"], profile, "prediction")
+    with pytest.raises(ValueError, match="unknown stage"):
+        distill.task_distill(ft.model, student, sst2["train"], profile, "both")
+
+
+def test_pipeline_reloads_general_student(teacher, corpus, tmp_path):
+    profile = tl.get_profile("smoke", **TINY)
+    out = pipeline.stage_dir(tmp_path, "general-distill")
+    result = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu")
+    student, projections = pipeline.get_general_student(profile, tmp_path)
+    assert pipeline.is_done(tmp_path, "general-distill")
+    for a, b in zip(result.model.state_dict().values(), student.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(result.projections.state_dict().values(), projections.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown stage"):
+        pipeline.run_stage("distill-everything", profile, tmp_path)

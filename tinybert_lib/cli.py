@@ -1,0 +1,30 @@
+"""``python -m tinybert_lib run STAGE --profile PROFILE``: a stage headless, same code as the lessons."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from .pipeline import STAGES, run_stage, stage_dir
+from .profiles import PROFILES, get_profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tinybert_lib run", description=__doc__)
+    parser.add_argument("stage", choices=STAGES + ("all",), help="the stage to run ('all' runs them in order)")
+    parser.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
+    parser.add_argument("--artifacts", default=None, help="artifacts folder (default: build/<profile>/artifacts)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the profile's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    profile = get_profile(args.profile)  # an unknown profile fails here with the valid names
+    artifacts = args.artifacts or f"build/{profile.name}/artifacts"
+    for stage in STAGES if args.stage == "all" else (args.stage,):
+        start = time.perf_counter()
+        result = run_stage(stage, profile, artifacts, args.device)
+        metrics = getattr(result, "metrics", {"rows": len(result)} if hasattr(result, "__len__") else {})
+        print(json.dumps({"stage": stage, "profile": profile.name, "seconds": round(time.perf_counter() - start, 1),
+                          "metrics": metrics, "output": str(stage_dir(artifacts, stage))}))
+    return 0
