@@ -6,7 +6,7 @@ KERNEL := tinybert
 PROFILE ?= smoke
 BUILD ?= build
 
-.PHONY: setup data test test-lib test-notebooks lab run clean
+.PHONY: setup data test test-lib test-notebooks lab run bench clean
 
 setup: $(VENV)/.installed data  ## virtual environment, pinned packages, course kernel, data
 
@@ -34,6 +34,10 @@ lab:  ## JupyterLab on the lessons, with the course kernel
 
 run:  ## execute every lesson with papermill: make run PROFILE=smoke|cpu|gpu
 	$(PY) scripts/run_course.py --profile $(PROFILE) --build $(BUILD)
+
+bench:  ## distillation-step throughput (course vs naive loop) and teacher/student latency, printed
+	mkdir -p $(BUILD)
+	$(PY) -m tinybert_lib.bench --json $(BUILD)/bench.json
 
 clean:  ## remove build outputs and caches (not the data, not the venv)
 	rm -rf $(BUILD) .pytest_cache
