@@ -88,9 +88,28 @@ def test_pipeline_reloads_general_student(teacher, corpus, tmp_path):
     result = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu")
     student, projections = pipeline.get_general_student(profile, tmp_path)
     assert pipeline.is_done(tmp_path, "general-distill")
+    assert student.config.num_labels == 0 and student.tokenizer is not None  # a general student has no head
     for a, b in zip(result.model.state_dict().values(), student.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(result.projections.state_dict().values(), projections.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="unknown stage"):
         pipeline.run_stage("distill-everything", profile, tmp_path)
+
+
+def test_first_examples_keeps_whole_source_groups():
+    from datasets import Dataset
+
+    rows = Dataset.from_dict({"sentence": list("abcdefg"), "label": [0] * 7,
+                              "is_original": [True, False, False, True, True, False, True]})
+    assert tl.ablations.first_examples(rows, 2)["sentence"] == list("abcd")
+    assert tl.ablations.first_examples(rows, 10)["sentence"] == list("abcdefg")
+
+
+def test_ablation_variants_change_one_thing_each():
+    base = tl.ablations.VARIANTS["tinybert"]
+    assert base.general and base.augmented and base.step1 and base.step2 == "soft" and base.mapping == "uniform"
+    assert tl.ablations.VARIANTS["w/o attention loss"].weights == (1.0, 1.0, 0.0)
+    assert not tl.ablations.VARIANTS["w/o general distillation"].general
+    assert not tl.ablations.VARIANTS["w/o data augmentation"].augmented
+    assert tl.ablations.VARIANTS["w/o prediction loss"].step2 == "hard"

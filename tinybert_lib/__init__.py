@@ -5,7 +5,7 @@ Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which
 ``runtime`` (seeds and devices), ``export`` (Hugging Face folders).
 """
 
-from . import augment, data, distill, evaluate, exercises, losses, pipeline, plotting, training
+from . import ablations, augment, bench, data, distill, evaluate, exercises, losses, pipeline, plotting, training
 from .bert import Bert, BertConfig, BertOutput
 from .export import export_hf
 from .profiles import PROFILES, Profile, get_profile

@@ -320,8 +320,8 @@ class Bert(nn.Module):
         state = {k if k.startswith(("bert.", "classifier.")) else f"bert.{k}": v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.endswith("position_ids") and not k.startswith(("cls.", "bert.cls."))}
         has_head = "classifier.weight" in state
-        if has_head:
-            cfg.num_labels = state["classifier.weight"].shape[0]
+        # The weights, not config.json's label count, say whether there is a head.
+        cfg.num_labels = state["classifier.weight"].shape[0] if has_head else 0
         if num_labels is not None and num_labels != cfg.num_labels:
             state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
             cfg.num_labels, has_head = num_labels, False

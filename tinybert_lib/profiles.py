@@ -45,6 +45,10 @@ class Profile:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     log_every: int = 10
+    # lesson 10: baselines and ablations share one smaller budget
+    ablation_examples: int = 2000
+    ablation_epochs: int = 1
+    ablation_seeds: int = 2
 
     def with_overrides(self, **overrides: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""
@@ -61,19 +65,20 @@ PROFILES: dict[str, Profile] = {
         name="smoke", sst2_train_limit=256, sst2_dev_limit=128, max_seq_len_general=64, corpus_max_blocks=64,
         general_epochs=1, general_batch_size=16, finetune_epochs=1, finetune_batch_size=16,
         augment_n=2, augment_k=5, augment_limit=32, task_intermediate_epochs=1, task_prediction_epochs=1,
-        task_batch_size=16, log_every=2,
+        task_batch_size=16, log_every=2, ablation_examples=16, ablation_seeds=1,
     ),
     # A learner's laptop (2-4 cores, ~2 hours): all of SST-2, WikiText-2 for general distillation,
     # a reduced augmentation budget (the paper's N_a = 20 would take days on a CPU).
     "cpu": Profile(
         name="cpu", device="cpu", max_seq_len_general=128, corpus_max_blocks=4000, general_epochs=1,
         finetune_epochs=1, augment_n=1, augment_k=8, augment_limit=20000, task_intermediate_epochs=1,
-        task_prediction_epochs=2,
+        task_prediction_epochs=2, ablation_examples=3000,
     ),
     # The paper's setting on one GPU: BERT-base teacher, TinyBERT-4L-312D, lengths 128 / 64.
     "gpu": Profile(
         name="gpu", teacher="bert-base-uncased", student="tinybert-4l-312d", device="cuda",
         general_batch_size=256, general_lr=1e-4, task_intermediate_epochs=10, task_prediction_epochs=3,
+        ablation_examples=20000, ablation_epochs=3, ablation_seeds=3,
     ),
 }
 

@@ -1,0 +1,205 @@
+"""What each part of TinyBERT is worth: baselines and ablations on one shared budget.
+
+Every variant trains the same student architecture on the same source examples (the first
+``profile.ablation_examples`` rows of SST-2 train, augmented or not) with the same epochs and
+seeds, and is scored on the same SST-2 dev rows. Only the named ingredient changes:
+
+| variant | start | task data | step 1 (emb/hid/att) | step 2 |
+|---|---|---|---|---|
+| tinybert | general student | augmented | uniform map, all losses | soft CE vs teacher |
+| no distillation (fine-tune) | random | original | — | hard-label CE |
+| prediction KD only | random | original | — | soft CE vs teacher |
+| w/o general distillation | random | augmented | yes | soft CE |
+| w/o task distillation | general student | original | — | hard-label CE |
+| w/o data augmentation | general student | original | yes | soft CE |
+| w/o embedding / attention / hidden loss | general student | augmented | that weight 0 | soft CE |
+| w/o prediction loss | general student | augmented | yes | hard-label CE |
+| mapping top / bottom | general student | augmented | that mapping | soft CE |
+
+The general student itself was distilled with the uniform mapping and all losses; the
+objective and mapping ablations change stage 2 only (say so when reading the table).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from datasets import Dataset
+from torch import nn
+
+from .bert import Bert
+from .bench import inference_latency
+from .data import load_sst2, make_loader, tokenize_sst2
+from .distill import StageResult, _inputs, task_distill
+from .evaluate import accuracy
+from .export import export_hf
+from .losses import layer_map
+from .pipeline import get_augmented_sst2, get_final_student, get_finetuned_teacher, get_general_student
+from .profiles import Profile, get_profile
+from .runtime import pick_device, set_seed
+from .students import build_student
+from .training import fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    general: bool = True  # start from the general student (else random init)
+    augmented: bool = True  # augmented task data (else the original sentences)
+    step1: bool = True  # intermediate-layer distillation
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mapping: str = "uniform"
+    step2: str = "soft"  # "soft": prediction distillation; "hard": cross-entropy on gold labels
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    Variant("tinybert"),
+    Variant("no distillation (fine-tune)", general=False, augmented=False, step1=False, step2="hard"),
+    Variant("prediction KD only", general=False, augmented=False, step1=False),
+    Variant("w/o general distillation", general=False),
+    Variant("w/o task distillation", augmented=False, step1=False, step2="hard"),
+    Variant("w/o data augmentation", augmented=False),
+    Variant("w/o embedding loss", weights=(0.0, 1.0, 1.0)),
+    Variant("w/o attention loss", weights=(1.0, 1.0, 0.0)),
+    Variant("w/o hidden loss", weights=(1.0, 0.0, 1.0)),
+    Variant("w/o prediction loss", step2="hard"),
+    Variant("mapping: top", mapping="top"),
+    Variant("mapping: bottom", mapping="bottom"),
+]}
+MAIN_VARIANTS = ("tinybert", "no distillation (fine-tune)", "prediction KD only")
+
+# The paper's relative figures (Table 1), labelled as theirs wherever they are shown.
+PAPER = {"source": "Jiao et al. 2020, Table 1 (GLUE test; speed-up on a K80)",
+         "tinybert4_vs_bert_base": {"params_ratio": 7.5, "speedup": 9.4, "glue_avg_kept": 0.968, "sst2_kept": 92.6 / 93.4}}
+
+
+def first_examples(augmented: Dataset, n: int) -> Dataset:
+    """Rows of the augmented set that come from its first ``n`` source examples."""
+    originals = 0
+    for i, is_original in enumerate(augmented["is_original"]):
+        originals += bool(is_original)
+        if originals > n:
+            return augmented.select(range(i))
+    return augmented
+
+
+def finetune_hard(student: Bert, train: Dataset, profile: Profile, epochs: int, device: torch.device) -> None:
+    """Plain cross-entropy on gold labels (the no-distillation and hard-label rows)."""
+    tok = student.tokenizer
+    data = tokenize_sst2(train, tok, profile.max_seq_len_task)
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"total": nn.functional.cross_entropy(student(**_inputs(batch)).logits.float(), batch["labels"])}
+
+    fit(modules={"student": student}, loss_fn=loss_fn,
+        loader_for_epoch=lambda e: make_loader(data, profile.task_batch_size, tok, shuffle=True, seed=profile.seed + e),
+        epochs=epochs, lr=profile.task_lr_prediction, device=device, warmup_ratio=profile.warmup_ratio,
+        weight_decay=profile.weight_decay, log_every=profile.log_every, desc="fine-tuning (hard labels)")
+
+
+def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | Path, seed: int,
+                device: Optional[str] = None, teacher: Optional[Bert] = None) -> dict[str, Any]:
+    """Train one variant at the ablation budget; return its dev accuracy and time.
+
+    ``teacher``: the fine-tuned teacher, when the caller already holds it (else it is loaded).
+    """
+    profile = get_profile(profile)
+    profile = profile.with_overrides(seed=seed, task_intermediate_epochs=profile.ablation_epochs,
+                                     task_prediction_epochs=profile.ablation_epochs)
+    dev = pick_device(device or profile.device)
+    teacher = teacher if teacher is not None else get_finetuned_teacher(profile, artifacts_dir, device)
+    n = profile.ablation_examples
+    originals = load_sst2("train", limit=n)
+    train = first_examples(get_augmented_sst2(profile, artifacts_dir, device), n) if variant.augmented else originals
+    dev_set = load_sst2("dev", limit=profile.sst2_dev_limit)
+    set_seed(seed)
+    if variant.general:
+        student, projections = get_general_student(profile, artifacts_dir, device)
+    else:
+        student, projections = build_student(profile.student, teacher=teacher), None
+    start = time.perf_counter()
+    if variant.step1:
+        mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers, variant.mapping)
+        student = task_distill(teacher, student, train, profile, "intermediate", dev_set=dev_set, projections=projections,
+                               mapping=mapping, weights=variant.weights, device=device).model
+    if student.config.num_labels == 0:
+        student.add_classifier(teacher.config.num_labels)
+    if variant.step2 == "soft":
+        student = task_distill(teacher, student, train, profile, "prediction", dev_set=dev_set, device=device).model
+    else:
+        finetune_hard(student, train, profile, profile.ablation_epochs, dev)
+    acc = accuracy(student, dev_set, max_length=profile.max_seq_len_task)
+    return {"variant": variant.name, "seed": seed, "accuracy": acc, "train_rows": len(train),
+            "seconds": time.perf_counter() - start}
+
+
+def model_figures(model: Bert, sentences: list[str], device: torch.device) -> dict[str, float]:
+    """Parameters, size on disk and CPU/GPU latency of one model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_hf(model, model.tokenizer, Path(tmp) / "m")
+        size_mb = (folder / "model.safetensors").stat().st_size / 2**20
+    model.to(device)
+    b1, b32 = (inference_latency(model, sentences, bs, device=device) for bs in (1, 32))
+    return {"params": model.num_parameters(), "encoder_params": model.num_parameters(encoder_only=True), "size_mb": size_mb,
+            "latency_b1_ms": b1["median_ms"], "latency_b32_ms": b32["median_ms"], "throughput_b32": b32["sentences_per_s"]}
+
+
+def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: Optional[list[str]] = None,
+                  device: Optional[str] = None, out_file: Optional[str | Path] = None) -> dict[str, Any]:
+    """Run every variant (main rows over ``profile.ablation_seeds`` seeds) and write ``results.json``."""
+    import transformers
+
+    profile = get_profile(profile)
+    dev = pick_device(device or profile.device)
+    names = variants or list(VARIANTS)
+    teacher = get_finetuned_teacher(profile, artifacts_dir, device)
+    dev_set = load_sst2("dev", limit=profile.sst2_dev_limit)
+    sentences = dev_set["sentence"][:32]
+    rows: list[dict[str, Any]] = []
+
+    runs: list[dict[str, Any]] = []
+    for name in names:
+        seeds = range(profile.seed, profile.seed + (profile.ablation_seeds if name in MAIN_VARIANTS else 1))
+        runs += [run_variant(VARIANTS[name], profile, artifacts_dir, s, device, teacher) for s in seeds]
+
+    teacher_fig = model_figures(teacher, sentences, torch.device("cpu"))
+    student_fig = model_figures(build_student(profile.student, teacher=teacher, num_labels=teacher.config.num_labels),
+                                sentences, torch.device("cpu"))
+    teacher_acc = accuracy(teacher, dev_set, max_length=profile.max_seq_len_task)
+    rows.append({"variant": "teacher (fine-tuned)", "accuracy": teacher_acc, "accuracy_std": 0.0, "seeds": 1, **teacher_fig})
+    final = get_final_student(profile, artifacts_dir, device)
+    rows.append({"variant": "TinyBERT student (full run)", "accuracy": accuracy(final, dev_set, max_length=profile.max_seq_len_task),
+                 "accuracy_std": 0.0, "seeds": 1, **student_fig})
+    for name in names:
+        accs = [r["accuracy"] for r in runs if r["variant"] == name]
+        std = float(torch.tensor(accs).std()) if len(accs) > 1 else 0.0
+        rows.append({"variant": name + " (ablation budget)", "accuracy": sum(accs) / len(accs), "accuracy_std": std,
+                     "seeds": len(accs), "accuracies": accs, **student_fig})
+    for r in rows:
+        r["speedup_b1"] = teacher_fig["latency_b1_ms"] / r["latency_b1_ms"]
+        r["speedup_b32"] = teacher_fig["latency_b32_ms"] / r["latency_b32_ms"]
+        r["accuracy_kept"] = r["accuracy"] / teacher_acc if teacher_acc else float("nan")
+    results = {
+        "profile": profile.name, "device": str(dev), "latency_device": "cpu", "torch_threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__},
+        "budget": {"ablation_examples": profile.ablation_examples, "ablation_epochs": profile.ablation_epochs,
+                   "seeds_main_rows": profile.ablation_seeds, "dev_rows": len(dev_set)},
+        "rows": rows, "runs": runs, "paper": PAPER,
+    }
+    if out_file is not None:
+        out_file = Path(out_file)
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_file.with_name(f".{out_file.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(out_file)
+    return results
