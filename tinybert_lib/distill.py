@@ -125,6 +125,24 @@ def _write_summary(out_dir: Optional[Path], name: str, result: StageResult, extr
     os.replace(tmp, out_dir / "summary.json")
 
 
+def _layer_distillation(teacher: Bert, student: Bert, mapping: Optional[Sequence[int]], projections: Optional[nn.ModuleList],
+                        weights: tuple[float, float, float], attention_kind: str, device: torch.device):
+    """Mapping, projections and the per-batch Transformer-layer loss shared by stage 1 and step 1."""
+    mapping = list(mapping) if mapping is not None else layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    if projections is None:
+        projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
+    projections.to(device)
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # the teacher is a fixed target: no graph, no gradients
+            t = teacher(**_inputs(batch))
+        s = student(**_inputs(batch))
+        return transformer_loss(s, t, mapping, projections, attention_mask=batch["attention_mask"],
+                                weights=weights, attention_kind=attention_kind)
+
+    return mapping, projections, loss_fn
+
+
 # --- stage 1 --------------------------------------------------------------------------------
 
 
@@ -153,17 +171,7 @@ def general_distill(
     profile, dev = _prepare(profile, device)
     out = Path(out_dir) if out_dir is not None else None
     teacher.to(dev).eval()
-    mapping = list(mapping) if mapping is not None else layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
-    if projections is None:
-        projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
-    projections.to(dev)
-
-    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            t = teacher(**_inputs(batch))
-        s = student(**_inputs(batch))
-        return transformer_loss(s, t, mapping, projections, attention_mask=batch["attention_mask"],
-                                weights=weights, attention_kind=attention_kind)
+    mapping, projections, loss_fn = _layer_distillation(teacher, student, mapping, projections, weights, attention_kind, dev)
 
     def loader(epoch: int):
         return make_loader(corpus, profile.general_batch_size, student.tokenizer, shuffle=True,
@@ -283,20 +291,9 @@ def task_distill(
     temperature = profile.temperature if temperature is None else temperature
 
     if stage == "intermediate":
-        mapping = list(mapping) if mapping is not None else layer_map(student.config.num_hidden_layers, teacher_ft.config.num_hidden_layers)
-        if projections is None:
-            projections = make_projections(student.config.hidden_size, teacher_ft.config.hidden_size, student.config.num_hidden_layers)
-        projections.to(dev)
+        mapping, projections, loss_fn = _layer_distillation(teacher_ft, student, mapping, projections, weights, attention_kind, dev)
         modules: dict[str, nn.Module] = {"student": student, "projections": projections}
         epochs, lr = profile.task_intermediate_epochs, profile.task_lr_intermediate
-
-        def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            with torch.no_grad():
-                t = teacher_ft(**_inputs(batch))
-            s = student(**_inputs(batch))
-            return transformer_loss(s, t, mapping, projections, attention_mask=batch["attention_mask"],
-                                    weights=weights, attention_kind=attention_kind)
-
         evaluate = None
     else:
         modules = {"student": student}
