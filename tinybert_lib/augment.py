@@ -85,6 +85,7 @@ from tqdm.auto import tqdm
 
 from .bert import Bert
 from .profiles import Profile, get_profile
+from .runtime import pick_device
 from .teachers import TeacherNotFoundError, load_teacher, load_tokenizer, resolve_teacher_folder
 
 logger = logging.getLogger(__name__)
@@ -603,7 +604,7 @@ def augment(
 
     started = time.perf_counter()
     if device is not None:
-        device = torch.device(device)
+        device = pick_device(device) if isinstance(device, str) else torch.device(device)  # "auto" too
     elif src.mlm is not None:
         device = next(src.mlm.parameters()).device
     else:

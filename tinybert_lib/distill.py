@@ -115,6 +115,20 @@ def distillation_loss_on(teacher: Bert, student: Bert, dataset: Dataset, mapping
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
+def _finished_before(out_dir: Optional[Path], train: TrainResult) -> bool:
+    """True when ``fit`` found this stage already finished and its outputs are on disk."""
+    return (out_dir is not None and train.resumed_from > 0 and train.resumed_from == train.steps
+            and (out_dir / "summary.json").is_file() and (out_dir / "model" / "config.json").is_file())
+
+
+def _reuse_summary(out_dir: Path, result: StageResult) -> StageResult:
+    """Fill a reloaded stage's metrics from its summary instead of re-exporting it."""
+    result.metrics = json.loads((out_dir / "summary.json").read_text()).get("metrics", {})
+    result.model.eval()
+    log.info("%s was already finished: reusing its outputs", out_dir)
+    return result
+
+
 def _write_summary(out_dir: Optional[Path], name: str, result: StageResult, extra: dict[str, Any]) -> None:
     if out_dir is None:
         return
@@ -183,6 +197,9 @@ def general_distill(
                 checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, desc="general distillation",
                 stop_after=stop_after)
     result = StageResult(student, train, projections)
+    if _finished_before(out, train):
+        return _reuse_summary(out, result)
+    student.eval()
     if valid is not None:
         result.metrics.update({f"valid_{k}": v for k, v in distillation_loss_on(
             teacher, student, valid, mapping, projections, profile.general_batch_size, attention_kind, dev).items()})
@@ -240,6 +257,8 @@ def finetune_teacher(
                 max_grad_norm=profile.max_grad_norm, checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every,
                 eval_fn=evaluate, desc="teacher fine-tuning", stop_after=stop_after)
     teacher.eval()
+    if _finished_before(out, train):
+        return _reuse_summary(out, StageResult(teacher, train))
     result = StageResult(teacher, train, metrics={"dev_accuracy": train.evals[-1]["dev_accuracy"] if train.evals else evaluate()["dev_accuracy"]})
     if out is not None:
         export_hf(teacher, tok, out / "model")
@@ -322,6 +341,11 @@ def task_distill(
                 checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, eval_fn=evaluate,
                 desc=f"task distillation ({stage})", stop_after=stop_after)
     result = StageResult(student, train, projections if stage == "intermediate" else None)
+    if _finished_before(out, train):
+        if stage == "prediction":  # the checkpoint holds the last epoch; model/ holds the best one
+            student.load_state_dict(Bert.from_folder(out / "model").state_dict())
+        return _reuse_summary(out, result)
+    student.eval()
     if stage == "intermediate":
         dev_tok = tokenize_sst2(dev_raw, tok, profile.max_seq_len_task)
         result.metrics.update({f"dev_{k}": v for k, v in distillation_loss_on(

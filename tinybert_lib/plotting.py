@@ -14,15 +14,21 @@ def plot_attention(
     titles: Optional[Sequence[str]] = None,
     suptitle: str = "",
     cmap: str = "viridis",
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
 ):
-    """Heat maps of one or more (T, T) attention matrices side by side (rows: queries, cols: keys)."""
+    """Heat maps of one or more (T, T) attention matrices side by side (rows: queries, cols: keys).
+
+    Give ``vmin``/``vmax`` (e.g. 0 and 1 for probabilities) to put every panel on one colour
+    scale, so a nearly uniform map does not look as structured as a peaked one.
+    """
     maps = maps.detach().float().cpu()
     if maps.dim() == 2:
         maps = maps[None]
     n = maps.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.8), squeeze=False)
     for i, ax in enumerate(axes[0]):
-        im = ax.imshow(maps[i], cmap=cmap)
+        im = ax.imshow(maps[i], cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
         ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
         ax.set_xlabel("key")
@@ -36,11 +42,13 @@ def plot_attention(
     return fig
 
 
-def plot_curves(curves: dict[str, Sequence[float]], xlabel: str = "step", ylabel: str = "loss", title: str = "", logy: bool = False):
-    """Line plot of named series (e.g. loss components per step)."""
+def plot_curves(curves: dict[str, Sequence[float]], xlabel: str = "step", ylabel: str = "loss", title: str = "",
+                logy: bool = False, x: Optional[Sequence[float]] = None):
+    """Line plot of named series (e.g. loss components per logged step; ``x``: the step numbers)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, ys in curves.items():
-        ax.plot(list(ys), label=name)
+        ys = list(ys)
+        ax.plot(list(x) if x is not None else range(len(ys)), ys, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
