@@ -40,6 +40,7 @@ def test_set_seed_repeats():
 
 def test_pick_device():
     assert pick_device("cpu").type == "cpu"
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")
     assert pick_device("auto").type in {"cpu", "cuda", "mps"}
     with pytest.raises(ValueError, match="unknown device"):
         pick_device("tpu")

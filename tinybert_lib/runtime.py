@@ -17,13 +17,15 @@ def set_seed(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
 
 
-def pick_device(preference: str = "auto") -> torch.device:
+def pick_device(preference: "str | torch.device" = "auto") -> torch.device:
     """Return the device to train on.
 
     ``"auto"`` takes CUDA, then Apple's MPS, then the CPU. ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or
     ``"mps"`` force one; asking for an accelerator that is not there is an error, not a silent
     fall-back, so a long run never ends up on the wrong device by accident.
     """
+    if isinstance(preference, torch.device):
+        return preference
     pref = preference.lower()
     if pref == "auto":
         if torch.cuda.is_available():
