@@ -38,7 +38,7 @@ from torch import nn
 from .bert import Bert
 from .bench import inference_latency
 from .data import load_sst2, make_loader, tokenize_sst2
-from .distill import StageResult, _inputs, task_distill
+from .distill import _inputs, task_distill
 from .evaluate import accuracy
 from .export import export_hf
 from .losses import layer_map

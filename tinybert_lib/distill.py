@@ -37,7 +37,7 @@ from .export import export_hf
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .profiles import Profile, get_profile
 from .runtime import pick_device, set_seed
-from .training import TrainResult, fit, move
+from .training import TrainResult, dedupe_tensors, fit, move
 
 log = logging.getLogger(__name__)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -74,11 +74,8 @@ def _dir(out_dir: Optional[str | Path], sub: str) -> Optional[Path]:
 def save_projections(projections: nn.ModuleList, path: str | Path) -> None:
     """Write the projections W_e / W_h as safetensors (atomically)."""
     path = Path(path)
-    tensors, seen = {}, set()
-    for k, v in projections.state_dict().items():
-        if v.data_ptr() not in seen:  # a shared projection is stored once
-            seen.add(v.data_ptr())
-            tensors[k] = v.detach().cpu().contiguous()
+    # A shared projection is stored once (load_projections refills the other indices).
+    tensors = {k: v.detach().cpu().contiguous() for k, v in dedupe_tensors(projections.state_dict()).items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp))
     os.replace(tmp, path)

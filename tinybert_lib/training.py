@@ -107,9 +107,10 @@ class Checkpoint:
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
         try:
             for name, module in modules.items():
-                tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-                # safetensors refuses aliased tensors (a shared projection); store each storage once.
-                save_file(_dedupe(tensors), str(tmp / f"{name}.safetensors"))
+                # safetensors refuses aliased tensors (a shared projection); store each storage once,
+                # deduplicated before the copy to the CPU, which would hide the aliasing on a GPU.
+                tensors = {k: v.detach().cpu().contiguous() for k, v in dedupe_tensors(module.state_dict()).items()}
+                save_file(tensors, str(tmp / f"{name}.safetensors"))
             if optimizer is not None:
                 torch.save(
                     {
@@ -157,7 +158,8 @@ class Checkpoint:
         return restore_rng
 
 
-def _dedupe(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def dedupe_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep one name per underlying storage (aliased tensors such as a shared projection)."""
     out, seen = {}, set()
     for k, v in tensors.items():
         key = (v.data_ptr(), tuple(v.shape))
@@ -169,7 +171,7 @@ def _dedupe(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _undedupe(tensors: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
-    """Refill names that :func:`_dedupe` dropped, from the module's own aliasing."""
+    """Refill names that :func:`dedupe_tensors` dropped, from the module's own aliasing."""
     full, by_ptr = dict(tensors), {}
     for k, v in module.state_dict().items():
         by_ptr.setdefault((v.data_ptr(), tuple(v.shape)), []).append(k)
