@@ -36,7 +36,7 @@ from .evaluate import accuracy
 from .export import export_hf
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .profiles import Profile, get_profile
-from .runtime import pick_device, set_seed
+from .runtime import is_main_process, pick_device, set_seed, wait_for_everyone
 from .training import TrainResult, dedupe_tensors, fit, move
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,8 @@ def general_distill(
     train = fit(modules={"student": student, "projections": projections}, loss_fn=loss_fn, loader_for_epoch=loader,
                 epochs=profile.general_epochs, lr=profile.general_lr, device=dev, warmup_ratio=profile.warmup_ratio,
                 weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
-                checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, desc="general distillation",
+                accumulation_steps=profile.grad_accum_steps, checkpoint_dir=_dir(out, "checkpoint"),
+                log_every=profile.log_every, desc="general distillation",
                 stop_after=stop_after)
     result = StageResult(student, train, projections)
     if _finished_before(out, train):
@@ -200,10 +201,11 @@ def general_distill(
     if valid is not None:
         result.metrics.update({f"valid_{k}": v for k, v in distillation_loss_on(
             teacher, student, valid, mapping, projections, profile.general_batch_size, attention_kind, dev).items()})
-    if out is not None:
+    if out is not None and is_main_process():
         export_hf(student, student.tokenizer, out / "model")
         save_projections(projections, out / "projections.safetensors")
         _write_summary(out, "general distillation", result, {"mapping": mapping, "weights": list(weights)})
+    wait_for_everyone()
     return result
 
 
@@ -251,15 +253,16 @@ def finetune_teacher(
 
     train = fit(modules={"teacher": teacher}, loss_fn=loss_fn, loader_for_epoch=loader, epochs=profile.finetune_epochs,
                 lr=profile.finetune_lr, device=dev, warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay,
-                max_grad_norm=profile.max_grad_norm, checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every,
-                eval_fn=evaluate, desc="teacher fine-tuning", stop_after=stop_after)
+                max_grad_norm=profile.max_grad_norm, accumulation_steps=profile.grad_accum_steps,
+                checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, eval_fn=evaluate, desc="teacher fine-tuning", stop_after=stop_after)
     teacher.eval()
     if _finished_before(out, train):
         return _reuse_summary(out, StageResult(teacher, train))
     result = StageResult(teacher, train, metrics={"dev_accuracy": train.evals[-1]["dev_accuracy"] if train.evals else evaluate()["dev_accuracy"]})
-    if out is not None:
+    if out is not None and is_main_process():
         export_hf(teacher, tok, out / "model")
         _write_summary(out, "teacher fine-tuning", result, {"train_rows": len(train_raw), "dev_rows": len(dev_raw)})
+    wait_for_everyone()
     return result
 
 
@@ -326,7 +329,7 @@ def task_distill(
             if acc > best["dev_accuracy"]:  # keep the best epoch, as the original does
                 best["dev_accuracy"] = acc
                 best["state"] = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
-                if out is not None:
+                if out is not None and is_main_process():
                     export_hf(student, tok, out / "model")
             return {"dev_accuracy": acc}
 
@@ -335,8 +338,8 @@ def task_distill(
 
     train = fit(modules=modules, loss_fn=loss_fn, loader_for_epoch=loader, epochs=epochs, lr=lr, device=dev,
                 warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
-                checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, eval_fn=evaluate,
-                desc=f"task distillation ({stage})", stop_after=stop_after)
+                accumulation_steps=profile.grad_accum_steps, checkpoint_dir=_dir(out, "checkpoint"),
+                log_every=profile.log_every, eval_fn=evaluate, desc=f"task distillation ({stage})", stop_after=stop_after)
     result = StageResult(student, train, projections if stage == "intermediate" else None)
     if _finished_before(out, train):
         if stage == "prediction":  # the checkpoint holds the last epoch; model/ holds the best one
@@ -347,7 +350,7 @@ def task_distill(
         dev_tok = tokenize_sst2(dev_raw, tok, profile.max_seq_len_task)
         result.metrics.update({f"dev_{k}": v for k, v in distillation_loss_on(
             teacher_ft, student, dev_tok, mapping, projections, profile.task_batch_size, attention_kind, dev).items()})
-        if out is not None:
+        if out is not None and is_main_process():
             export_hf(student, tok, out / "model")
             save_projections(projections, out / "projections.safetensors")
     else:
@@ -359,5 +362,7 @@ def task_distill(
         result.metrics["dev_accuracy"] = max(e["dev_accuracy"] for e in train.evals) if train.evals else accuracy(
             student, dev_raw, max_length=profile.max_seq_len_task)
         result.metrics["last_epoch_dev_accuracy"] = train.evals[-1]["dev_accuracy"] if train.evals else result.metrics["dev_accuracy"]
-    _write_summary(out, f"task distillation ({stage})", result, {"train_rows": len(train_set), "temperature": temperature})
+    if is_main_process():
+        _write_summary(out, f"task distillation ({stage})", result, {"train_rows": len(train_set), "temperature": temperature})
+    wait_for_everyone()
     return result

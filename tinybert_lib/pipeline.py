@@ -27,6 +27,7 @@ from .bert import Bert
 from .data import corpus_blocks, load_sst2
 from .distill import StageResult, finetune_teacher, general_distill, load_projections, task_distill
 from .profiles import Profile, get_profile
+from .runtime import main_process_first, world_size
 from .students import build_student
 from .teachers import load_teacher, load_tokenizer
 
@@ -139,10 +140,12 @@ def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: 
 
 
 def get_augmented_sst2(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Dataset:
-    if not is_done(artifacts_dir, "augment"):
-        log.info("no augmented set in %s: running data augmentation (lesson 08) first", artifacts_dir)
-        return run_augmentation(profile, artifacts_dir, device)
-    return Dataset.load_from_disk(str(stage_dir(artifacts_dir, "augment")))
+    # With several processes the main one augments and writes; the others then read its copy.
+    with main_process_first():
+        if not is_done(artifacts_dir, "augment"):
+            log.info("no augmented set in %s: running data augmentation (lesson 08) first", artifacts_dir)
+            return run_augmentation(profile, artifacts_dir, device)
+        return Dataset.load_from_disk(str(stage_dir(artifacts_dir, "augment")))
 
 
 # --- stage 2 --------------------------------------------------------------------------------
@@ -178,7 +181,8 @@ def run_stage(stage: str, profile: Profile | str, artifacts_dir: str | Path, dev
     runners = {
         "general-distill": lambda: run_general_distillation(profile, artifacts_dir, device),
         "finetune-teacher": lambda: run_teacher_finetuning(profile, artifacts_dir, device),
-        "augment": lambda: run_augmentation(profile, artifacts_dir, device),
+        "augment": lambda: get_augmented_sst2(profile, artifacts_dir, device) if world_size() > 1
+        else run_augmentation(profile, artifacts_dir, device),
         "task-intermediate": lambda: run_task_distillation(profile, artifacts_dir, "intermediate", device),
         "task-prediction": lambda: run_task_distillation(profile, artifacts_dir, "prediction", device),
     }

@@ -44,6 +44,7 @@ class Profile:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    grad_accum_steps: int = 1  # batches per optimiser step (batch sizes above are per batch, all processes together)
     log_every: int = 10
     # lesson 10: baselines and ablations share one smaller budget
     ablation_examples: int = 2000

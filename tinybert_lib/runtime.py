@@ -1,9 +1,17 @@
-"""Seeds and devices: the two things every run sets first."""
+"""Seeds, devices and processes: the things every run sets first.
+
+A run is one process (a notebook, ``python -m tinybert_lib``) unless it was started by
+``accelerate launch`` / ``torchrun``, which set ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``
+for each of several processes. The helpers below read those variables, so single-process
+code never touches ``torch.distributed``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -27,6 +35,8 @@ def pick_device(preference: "str | torch.device" = "auto") -> torch.device:
     if isinstance(preference, torch.device):
         return preference
     pref = preference.lower()
+    if pref in {"auto", "cuda"} and world_size() > 1 and torch.cuda.is_available():
+        return torch.device("cuda", local_process_index())  # one GPU per launched process
     if pref == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -48,3 +58,46 @@ def pick_device(preference: "str | torch.device" = "auto") -> torch.device:
             raise RuntimeError("device 'mps' asked for, but Apple's MPS backend is not available here; use 'auto' or 'cpu'.")
         return torch.device("mps")
     raise ValueError(f"unknown device {preference!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+
+
+# --- several processes (``accelerate launch``) ------------------------------------------------
+
+
+def world_size() -> int:
+    """How many processes train together (1 unless started by ``accelerate launch``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_index() -> int:
+    """This process's rank among all processes (0 = the main process)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_process_index() -> int:
+    """This process's rank on its own machine (which GPU it uses)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True in the one process that writes files, logs and progress bars."""
+    return process_index() == 0
+
+
+def wait_for_everyone() -> None:
+    """Block until every process gets here (nothing to wait for in a single process)."""
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the block in the main process first (e.g. to build a cached file), then in the others."""
+    if world_size() == 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        yield

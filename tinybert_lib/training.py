@@ -10,13 +10,20 @@ General distillation, teacher fine-tuning and both task-distillation steps diffe
 - a checkpoint (safetensors weights + optimiser/scheduler/RNG state + a small JSON) written
   atomically every ``checkpoint_every`` steps and at the end of each epoch, so an interrupted
   run resumes at the step it stopped and a finished run is not trained twice.
+
+Devices, mixed precision, gradient accumulation and (under ``accelerate launch``) data
+sharding and gradient averaging across processes go through Hugging Face Accelerate. In a
+single process Accelerate changes nothing you can see: the modules stay plain modules and
+the loop reads like any PyTorch loop. With N processes each one takes 1/N of every batch
+(the profile's batch size stays the *global* batch), gradients are averaged, and only the
+main process writes checkpoints, logs and progress bars.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -28,7 +35,10 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
+
+from .runtime import world_size
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +58,7 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     resumed_from: int = 0  # step the run resumed at (0 = fresh start)
+    num_processes: int = 1  # processes that trained together (accelerate launch)
 
 
 def make_optimizer(modules: Iterable[nn.Module], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -70,13 +81,56 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
     return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), max(total_steps, 1))
 
 
-def autocast_for(device: torch.device):
+def mixed_precision_for(device: torch.device) -> str:
     """Mixed precision on CUDA (bf16 where supported, else fp16); full precision elsewhere."""
     if device.type != "cuda":
-        return contextlib.nullcontext(), None
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_accelerator(device: torch.device, accumulation_steps: int = 1):
+    """The Accelerate handle of one run: device, precision, gradient sync and accumulation.
+
+    ``split_batches=True``: every process takes its share of the same global batch, so a run
+    on N processes sees the batches a single process would (only faster).
+    """
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState, GradientState, is_initialized
+
+    precision = mixed_precision_for(device)
+    if world_size() == 1 and is_initialized():
+        state = AcceleratorState()
+        if state.device.type != device.type or state.mixed_precision != precision:
+            # Accelerate keeps one global state per process; a notebook that trains on the CPU
+            # and then on a GPU (or the reverse) starts it afresh. Never done with N processes.
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
+    return Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision=precision,
+        gradient_accumulation_steps=accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # the pooler (and, in stage 1, the classifier) take no part in some losses
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+class TrainStep(nn.Module):
+    """The trained modules and the loss of one batch, as one module.
+
+    Wrapping them lets Accelerate place them on the device and, with several processes,
+    wrap them once in DistributedDataParallel so that the gradients of every module are
+    averaged across processes. The teacher stays outside: it lives in ``loss_fn``'s closure
+    and has no gradients to share.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], loss_fn: LossFn) -> None:
+        super().__init__()
+        self.parts = nn.ModuleDict(modules)
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.loss_fn(batch)
 
 
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -102,7 +156,9 @@ class Checkpoint:
     def state(self) -> dict[str, Any]:
         return json.loads((self.folder / "state.json").read_text())
 
-    def save(self, modules: dict[str, nn.Module], state: dict[str, Any], optimizer=None, scheduler=None, scaler=None) -> None:
+    def save(self, modules: dict[str, nn.Module], state: dict[str, Any], optimizer=None, scheduler=None, scaler=None,
+             rng_states: Optional[list[dict[str, Any]]] = None) -> None:
+        """Write the folder; ``rng_states``: one :func:`rng_state` per process (default: this one's)."""
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
         try:
@@ -117,8 +173,7 @@ class Checkpoint:
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "scaler": scaler.state_dict() if scaler is not None else None,
-                        "rng_cpu": torch.get_rng_state(),
-                        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                        "rng_states": rng_states if rng_states is not None else [rng_state()],
                     },
                     tmp / "optim.pt",
                 )
@@ -137,11 +192,12 @@ class Checkpoint:
             tensors = load_file(str(self.folder / f"{name}.safetensors"))
             module.load_state_dict(_undedupe(tensors, module), strict=True)
 
-    def load_training_state(self, optimizer, scheduler=None, scaler=None) -> Callable[[], None]:
+    def load_training_state(self, optimizer, scheduler=None, scaler=None, process: int = 0) -> Callable[[], None]:
         """Restore optimiser, schedule and scaler; return a function that restores the RNGs.
 
-        The RNGs are restored later, right before the first resumed step, because creating a
-        DataLoader iterator draws from the global generator.
+        The RNGs (``process``'s own, when several processes saved theirs) are restored later,
+        right before the first resumed step, because creating a DataLoader iterator draws from
+        the global generator.
         """
         saved = torch.load(self.folder / "optim.pt", weights_only=False)
         optimizer.load_state_dict(saved["optimizer"])
@@ -150,12 +206,24 @@ class Checkpoint:
         if scaler is not None and saved["scaler"] is not None:
             scaler.load_state_dict(saved["scaler"])
 
-        def restore_rng() -> None:
-            torch.set_rng_state(saved["rng_cpu"])
-            if saved["rng_cuda"] is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(saved["rng_cuda"])
+        states = saved["rng_states"]
+        if len(states) <= process:
+            log.warning("checkpoint saved by %d process(es); process %d continues with process 0's random state",
+                        len(states), process)
+        own = states[process] if process < len(states) else states[0]
+        return lambda: set_rng_state(own)
 
-        return restore_rng
+
+def rng_state() -> dict[str, Any]:
+    """This process's random state (CPU, and every GPU it sees)."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def dedupe_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -197,6 +265,7 @@ def fit(
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
+    accumulation_steps: int = 1,
     checkpoint_dir: Optional[str | Path] = None,
     checkpoint_every: int = 200,
     log_every: int = 10,
@@ -208,18 +277,23 @@ def fit(
 
     ``loader_for_epoch(e)`` must give the same batches for the same ``e`` (seed the shuffle
     with the epoch) so a resumed run skips exactly the batches it has already seen.
-    ``eval_fn`` runs after each epoch (e.g. dev accuracy). ``stop_after`` raises
-    :class:`Interrupted` after that many steps, after checkpointing — it stands in for a kill.
+    ``accumulation_steps``: batches whose gradients add up before one optimiser step (a step
+    = that many batches). ``eval_fn`` runs after each epoch (e.g. dev accuracy), in every
+    process. ``stop_after`` raises :class:`Interrupted` after that many steps, after
+    checkpointing — it stands in for a kill.
     """
+    accelerator = make_accelerator(device, accumulation_steps)
+    main = accelerator.is_main_process
     for m in modules.values():
-        m.to(device).train()
-    steps_per_epoch = len(loader_for_epoch(0))
+        m.train()
+    batches_per_epoch = len(loader_for_epoch(0))
+    steps_per_epoch = math.ceil(batches_per_epoch / accumulation_steps)
     total = steps_per_epoch * epochs
     optimizer = make_optimizer(modules.values(), lr, weight_decay)
     scheduler = linear_schedule(optimizer, total, warmup_ratio)
-    autocast, scaler = autocast_for(device)
+    train_step, optimizer, scheduler = accelerator.prepare(TrainStep(modules, loss_fn), optimizer, scheduler)
     ckpt = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    result, step = TrainResult(), 0
+    result, step = TrainResult(num_processes=accelerator.num_processes), 0
     restore_rng: Optional[Callable[[], None]] = None
 
     if ckpt is not None and ckpt.exists():
@@ -229,51 +303,61 @@ def fit(
         result.seconds = state.get("seconds", 0.0)
         step = result.resumed_from = state["step"]
         if state.get("done"):
-            log.info("%s: finished checkpoint found in %s; not training again", desc, ckpt.folder)
+            if main:
+                log.info("%s: finished checkpoint found in %s; not training again", desc, ckpt.folder)
             result.steps = step
             return result
-        restore_rng = ckpt.load_training_state(optimizer, scheduler, scaler)
-        log.info("%s: resuming at step %d of %d from %s", desc, step, total, ckpt.folder)
+        restore_rng = ckpt.load_training_state(optimizer, scheduler, accelerator.scaler, accelerator.process_index)
+        if main:
+            log.info("%s: resuming at step %d of %d from %s", desc, step, total, ckpt.folder)
 
     def save(done: bool = False) -> None:
-        if ckpt is not None:
+        if ckpt is None:
+            return
+        rng_states = gather_object([rng_state()])  # every process's own dropout stream
+        if main:
             state = {"step": step, "total_steps": total, "done": done, "history": result.history,
-                     "evals": result.evals, "seconds": result.seconds}
-            ckpt.save(modules, state, optimizer, scheduler, scaler)
+                     "evals": result.evals, "seconds": result.seconds, "num_processes": accelerator.num_processes}
+            ckpt.save(modules, state, optimizer, scheduler, accelerator.scaler, rng_states)
+        accelerator.wait_for_everyone()
 
     params = [p for g in optimizer.param_groups for p in g["params"]]
     start = time.perf_counter() - result.seconds
-    bar = tqdm(total=total, initial=step, desc=desc, mininterval=2.0, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc=desc, mininterval=2.0, dynamic_ncols=True, disable=not main)
+    window: dict[str, torch.Tensor] = {}  # loss components summed over the batches of one step
+    in_window = 0
     for epoch in range(step // steps_per_epoch, epochs):
-        for i, batch in enumerate(loader_for_epoch(epoch)):
-            if epoch * steps_per_epoch + i < step:
-                continue  # seen before the interruption
+        loader = accelerator.prepare_data_loader(loader_for_epoch(epoch))
+        done_in_epoch = (step - epoch * steps_per_epoch) * accumulation_steps
+        if done_in_epoch:  # seen before the interruption
+            loader = accelerator.skip_first_batches(loader, done_in_epoch)
+        for batch in loader:
             if restore_rng is not None:  # dropout masks continue exactly where they stopped
                 restore_rng()
                 restore_rng = None
-            with autocast:
-                losses = loss_fn(move(batch, device))
-            loss = losses["total"]
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
+            with accelerator.accumulate(train_step):
+                losses = train_step(batch)
+                accelerator.backward(losses["total"])
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, max_grad_norm)
                 optimizer.step()
-            scheduler.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            for k, v in losses.items():
+                window[k] = window.get(k, 0.0) + v.detach().float()
+            in_window += 1
+            if not accelerator.sync_gradients:
+                continue
             step += 1
             bar.update(1)
             if step % log_every == 0 or step == total:
+                names = sorted(window)  # the mean over this step's batches and over all processes
+                means = accelerator.reduce(torch.stack([window[k] for k in names]), reduction="mean")
                 record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0]}
-                record.update({k: float(v.detach()) for k, v in losses.items()})
+                record.update({k: float(v) / in_window for k, v in zip(names, means)})
                 result.history.append(record)
                 bar.set_postfix(loss=f"{record['total']:.4f}", refresh=False)
+            window, in_window = {}, 0
             result.seconds = time.perf_counter() - start
             if ckpt is not None and step % checkpoint_every == 0 and step < total:
                 save()
@@ -284,7 +368,8 @@ def fit(
         if eval_fn is not None:
             metrics = eval_fn()
             result.evals.append({"epoch": epoch, "step": step, **metrics})
-            log.info("%s: epoch %d %s", desc, epoch, metrics)
+            if main:
+                log.info("%s: epoch %d %s", desc, epoch, metrics)
             for m in modules.values():
                 m.train()
         result.seconds = time.perf_counter() - start

@@ -1,0 +1,74 @@
+"""A smoke-sized general distillation, run by ``tests/test_accelerate.py``.
+
+Started plainly (one process) or under ``accelerate launch --cpu --num_processes 2``; the code
+path is the library's own ``general_distill``. Dropout is off so that one process and two
+processes on the same global batch must give the same weights. Each process records the
+blocks its student was trained on (``seen_<rank>.json``); the main process writes the final
+weights (``student.safetensors``) and the loss history (``history.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tinybert_lib import build_student, load_teacher
+from tinybert_lib.data import corpus_blocks
+from tinybert_lib.distill import general_distill
+from tinybert_lib.profiles import get_profile
+from tinybert_lib.runtime import is_main_process, process_index, set_seed, world_size
+from tinybert_lib.students import student_config
+from tinybert_lib.training import Interrupted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True, help="folder for the run (checkpoint, records)")
+    parser.add_argument("--blocks", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8, help="global batch size (all processes together)")
+    parser.add_argument("--stop-after", type=int, default=None)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    profile = get_profile("smoke", general_batch_size=args.batch, general_epochs=1, general_lr=1e-3,
+                          warmup_ratio=0.0, log_every=1)
+    teacher = load_teacher("minilm")
+    set_seed(profile.seed)  # the same initial student in every process
+    cfg = student_config("minilm-3l-192d", teacher)
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+    student = build_student(cfg, teacher=teacher)
+    corpus = corpus_blocks(teacher.tokenizer, 32, split="train", max_blocks=args.blocks)
+
+    seen: list[list[int]] = []
+    forward = student.forward
+
+    def recording_forward(*a, **kw):
+        if student.training:
+            seen.extend(kw["input_ids"].tolist())
+        return forward(*a, **kw)
+
+    student.forward = recording_forward
+    status = "finished"
+    try:
+        general_distill(teacher, student, corpus, profile, out_dir=out / "stage", device="cpu", stop_after=args.stop_after)
+    except Interrupted:
+        status = "interrupted"
+    attempt = len(list(out.glob(f"seen_{process_index()}_*.json")))
+    (out / f"seen_{process_index()}_{attempt}.json").write_text(json.dumps({"world_size": world_size(), "rows": seen}))
+    if is_main_process() and status == "finished":
+        save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, str(out / "student.safetensors"))
+        state = json.loads((out / "stage" / "checkpoint" / "state.json").read_text())
+        (out / "history.json").write_text(json.dumps(state["history"]))
+    print(f"process {process_index()} of {world_size()}: {status}, {len(seen)} rows", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)  # two processes on a 2-core machine
+    raise SystemExit(main())
