@@ -27,8 +27,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     from tinybert_lib import get_profile
+    from tinybert_lib.preflight import ProfileNotReadyError, check_ready
 
     get_profile(args.profile)  # an unknown profile fails here, before any notebook runs
+    try:
+        check_ready(args.profile, args.device)  # so does a missing GPU, teacher or data file
+    except ProfileNotReadyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     build = (ROOT / args.build / args.profile).resolve()
     out_dir, artifacts = build / "notebooks", build / "artifacts"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -59,3 +59,31 @@ def test_environment_yml_matches_requirements():
     assert req, "requirements.txt pins nothing"
     assert req == env
     assert req["torch"] == "2.13.0"
+
+
+def test_preflight_names_everything_the_gpu_profile_lacks_offline(monkeypatch):
+    import torch
+
+    from tinybert_lib.preflight import ProfileNotReadyError, check_ready, missing_for
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    problems = missing_for("gpu")
+    assert [p.split(":")[0] for p in problems] == ["device", "teacher"]
+    assert "bert-base-uncased" in problems[1]
+    with pytest.raises(ProfileNotReadyError, match="(?s)profile 'gpu' cannot run here.*device.*teacher"):
+        check_ready("gpu")
+    assert missing_for("smoke") == [] and missing_for("cpu") == []
+
+
+def test_cli_stops_before_training_when_the_profile_cannot_run(monkeypatch, capsys):
+    import torch
+
+    from tinybert_lib.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["general-distill", "--profile", "gpu"]) == 1
+    assert "cannot run here" in capsys.readouterr().err

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 
 from .pipeline import STAGES, run_stage, stage_dir
+from .preflight import ProfileNotReadyError, check_ready
 from .profiles import PROFILES, get_profile
+from .runtime import is_main_process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     profile = get_profile(args.profile)  # an unknown profile fails here with the valid names
     artifacts = args.artifacts or f"build/{profile.name}/artifacts"
+    try:
+        check_ready(profile, args.device)
+    except ProfileNotReadyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     for stage in STAGES if args.stage == "all" else (args.stage,):
         start = time.perf_counter()
         result = run_stage(stage, profile, artifacts, args.device)
         metrics = getattr(result, "metrics", {"rows": len(result)} if hasattr(result, "__len__") else {})
-        print(json.dumps({"stage": stage, "profile": profile.name, "seconds": round(time.perf_counter() - start, 1),
-                          "metrics": metrics, "output": str(stage_dir(artifacts, stage))}))
+        if is_main_process():
+            print(json.dumps({"stage": stage, "profile": profile.name, "seconds": round(time.perf_counter() - start, 1),
+                              "metrics": metrics, "output": str(stage_dir(artifacts, stage))}))
     return 0

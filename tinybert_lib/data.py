@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -401,13 +401,18 @@ def corpus_blocks(
     block_size: int = 128,
     split: str = "train",
     max_blocks: int | None = None,
+    lines: Iterable[str] | None = None,
 ) -> Dataset:
-    """WikiText-2 as fixed-size blocks for general distillation.
+    """WikiText-2 (or any text, ``lines``) as fixed-size blocks for general distillation.
 
     The cleaned lines are tokenised (no special tokens), concatenated into one stream, and cut
     into pieces of ``block_size - 2`` tokens, each wrapped as ``[CLS] ... [SEP]``: every block
     is exactly ``block_size`` real tokens (no padding). The final partial piece is dropped.
     Lines are tokenised lazily in chunks, so ``max_blocks`` keeps smoke runs cheap.
+
+    ``lines``: any iterable of text lines used instead of WikiText-2's ``split``, e.g. a larger
+    corpus from the hub for a GPU run:
+    ``(r["text"] for r in load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1", split="train"))``.
 
     Returns a Dataset with ``input_ids``, ``attention_mask`` (all 1) and ``token_type_ids``
     (all 0).
@@ -420,9 +425,9 @@ def corpus_blocks(
 
     blocks: list[list[int]] = []
     stream: list[int] = []
-    lines = _iter_corpus_lines(split, tokenizer.unk_token)
+    source = _iter_corpus_lines(split, tokenizer.unk_token) if lines is None else (t for t in lines if t.strip())
     while max_blocks is None or len(blocks) < max_blocks:
-        chunk = list(islice(lines, chunk_lines))
+        chunk = list(islice(source, chunk_lines))
         if not chunk:
             break
         # verbose=False: long paragraphs exceed model_max_length, which is fine here
@@ -435,7 +440,7 @@ def corpus_blocks(
             blocks.append([tokenizer.cls_token_id, *stream[start : start + body], tokenizer.sep_token_id])
             start += body
         del stream[:start]
-    logger.info("corpus_blocks(%s): %d blocks of %d tokens", split, len(blocks), block_size)
+    logger.info("corpus_blocks(%s): %d blocks of %d tokens", split if lines is None else "lines", len(blocks), block_size)
     return Dataset.from_dict(
         {
             "input_ids": blocks,
