@@ -33,12 +33,11 @@ from typing import Any, Optional
 
 import torch
 from datasets import Dataset
-from torch import nn
 
 from .bert import Bert
 from .bench import inference_latency
 from .data import load_sst2, make_loader, tokenize_sst2
-from .distill import _inputs, task_distill
+from .distill import gold_label_loss, task_distill
 from .evaluate import accuracy
 from .export import export_hf
 from .losses import layer_map
@@ -98,10 +97,7 @@ def finetune_hard(student: Bert, train: Dataset, profile: Profile, epochs: int, 
     tok = student.tokenizer
     data = tokenize_sst2(train, tok, profile.max_seq_len_task)
 
-    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"total": nn.functional.cross_entropy(student(**_inputs(batch)).logits.float(), batch["labels"])}
-
-    fit(modules={"student": student}, loss_fn=loss_fn,
+    fit(modules={"student": student}, loss_fn=gold_label_loss(student),
         loader_for_epoch=lambda e: make_loader(data, profile.task_batch_size, tok, shuffle=True, seed=profile.seed + e),
         epochs=epochs, lr=profile.task_lr_prediction, device=device, warmup_ratio=profile.warmup_ratio,
         weight_decay=profile.weight_decay, log_every=profile.log_every, desc="fine-tuning (hard labels)")
@@ -135,7 +131,9 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
     if student.config.num_labels == 0:
         student.add_classifier(teacher.config.num_labels)
     if variant.step2 == "soft":
-        student = task_distill(teacher, student, train, profile, "prediction", dev_set=dev_set, device=device).model
+        # the last epoch, like the hard-label rows: every row is scored on the same dev set
+        student = task_distill(teacher, student, train, profile, "prediction", dev_set=dev_set, device=device,
+                               keep_best_epoch=False).model
     else:
         finetune_hard(student, train, profile, profile.ablation_epochs, dev)
     acc = accuracy(student, dev_set, max_length=profile.max_seq_len_task)
