@@ -2,10 +2,13 @@
 
 Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which models),
 ``data`` (SST-2 and WikiText-2), ``losses`` (the four TinyBERT losses), ``profiles`` (run sizes),
-``runtime`` (seeds and devices), ``export`` (Hugging Face folders).
+``runtime`` (seeds, devices, processes), ``export`` (Hugging Face folders), ``training`` (the
+one loop, through Accelerate), ``distill`` / ``pipeline`` (the stages), ``augment``, ``ablations``,
+``bench`` / ``estimate`` (measured and estimated cost), ``preflight`` (is a profile ready to run?).
 """
 
-from . import ablations, augment, bench, data, distill, evaluate, exercises, losses, pipeline, plotting, training
+from . import (ablations, augment, bench, data, distill, estimate, evaluate, exercises, losses, pipeline, plotting, preflight,
+               training)
 from .bert import Bert, BertConfig, BertOutput
 from .export import export_hf
 from .profiles import PROFILES, Profile, get_profile
