@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="folder for the run (checkpoint, records)")
     parser.add_argument("--blocks", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8, help="global batch size (all processes together)")
+    parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--stop-after", type=int, default=None)
     args = parser.parse_args()
     out = Path(args.out)
@@ -43,7 +44,7 @@ def main() -> int:
     cfg = student_config("minilm-3l-192d", teacher)
     cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
     student = build_student(cfg, teacher=teacher)
-    corpus = corpus_blocks(teacher.tokenizer, 32, split="train", max_blocks=args.blocks)
+    corpus = corpus_blocks(teacher.tokenizer, args.block_size, split="train", max_blocks=args.blocks)
 
     seen: list[list[int]] = []
     forward = student.forward
@@ -56,7 +57,10 @@ def main() -> int:
     student.forward = recording_forward
     status = "finished"
     try:
-        general_distill(teacher, student, corpus, profile, out_dir=out / "stage", device="cpu", stop_after=args.stop_after)
+        result = general_distill(teacher, student, corpus, profile, out_dir=out / "stage", device="cpu",
+                                 stop_after=args.stop_after)
+        print(f"trained {result.train.steps} steps in {result.train.seconds:.1f} s on {world_size()} process(es)",
+              file=sys.stderr)
     except Interrupted:
         status = "interrupted"
     attempt = len(list(out.glob(f"seen_{process_index()}_*.json")))
@@ -70,5 +74,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)  # two processes on a 2-core machine
+    if world_size() > 1:
+        torch.set_num_threads(1)  # two processes on a 2-core machine
     raise SystemExit(main())
