@@ -369,10 +369,9 @@ def task_distill(
         elif out is not None and (out / "model" / "model.safetensors").is_file():  # resumed a finished run
             student.load_state_dict(Bert.from_folder(out / "model").state_dict())
         student.eval()
-        pick = max if keep_best_epoch else (lambda accs: accs[-1])
-        result.metrics["dev_accuracy"] = pick([e["dev_accuracy"] for e in train.evals]) if train.evals else accuracy(
-            student, dev_raw, max_length=profile.max_seq_len_task)
-        result.metrics["last_epoch_dev_accuracy"] = train.evals[-1]["dev_accuracy"] if train.evals else result.metrics["dev_accuracy"]
+        accs = [e["dev_accuracy"] for e in train.evals] or [accuracy(student, dev_raw, max_length=profile.max_seq_len_task)]
+        result.metrics["dev_accuracy"] = max(accs) if keep_best_epoch else accs[-1]
+        result.metrics["last_epoch_dev_accuracy"] = accs[-1]
     if is_main_process():
         _write_summary(out, f"task distillation ({stage})", result, {"train_rows": len(train_set), "temperature": temperature})
     wait_for_everyone()

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .bert import Bert, BertConfig
+from .data import EXPECTED_ROWS, SST2_FILES
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .profiles import Profile, get_profile
 from .students import STUDENT_PRESETS
@@ -36,7 +37,7 @@ TEACHER_CONFIGS: dict[str, BertConfig] = {
 }
 # Rows each stage reads per epoch (counted on this course's data; see README "Scaling up").
 WIKITEXT2_BLOCKS_128 = 16_959  # corpus_blocks(..., 128) over all of WikiText-2 train
-SST2_TRAIN_ROWS = 67_349
+SST2_TRAIN_ROWS = EXPECTED_ROWS[SST2_FILES["train"]]
 SST2_MEAN_TOKENS = 13.3  # mean tokens per SST-2 train row, [CLS] and [SEP] included (uncased WordPiece)
 
 
@@ -45,9 +46,8 @@ def step_flops(teacher_cfg: BertConfig, student_cfg: BertConfig, batch_size: int
     if stage not in {"general", "intermediate", "prediction", "finetune"}:
         raise ValueError(f"unknown stage {stage!r}: use general, intermediate, prediction or finetune")
     with torch.device("meta"):
-        teacher = Bert(teacher_cfg.__class__(**{**teacher_cfg.__dict__, "num_labels": 0 if stage == "general" else 2}))
-        student = Bert(student_cfg.__class__(**{**student_cfg.__dict__, "vocab_size": teacher_cfg.vocab_size,
-                                                 "num_labels": 2 if stage == "prediction" else 0}))
+        teacher = Bert(replace(teacher_cfg, num_labels=0 if stage == "general" else 2))
+        student = Bert(replace(student_cfg, vocab_size=teacher_cfg.vocab_size, num_labels=2 if stage == "prediction" else 0))
         ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
         mask = torch.ones(batch_size, seq_len, dtype=torch.long)
         projections = make_projections(student_cfg.hidden_size, teacher_cfg.hidden_size, student_cfg.num_hidden_layers)

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState, GradientState, is_initialized
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 from torch import nn
-from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from .runtime import world_size
@@ -58,7 +60,6 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     resumed_from: int = 0  # step the run resumed at (0 = fresh start)
-    num_processes: int = 1  # processes that trained together (accelerate launch)
 
 
 def make_optimizer(modules: Iterable[nn.Module], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -88,15 +89,12 @@ def mixed_precision_for(device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def make_accelerator(device: torch.device, accumulation_steps: int = 1):
+def make_accelerator(device: torch.device, accumulation_steps: int = 1) -> Accelerator:
     """The Accelerate handle of one run: device, precision, gradient sync and accumulation.
 
     ``split_batches=True``: every process takes its share of the same global batch, so a run
     on N processes sees the batches a single process would (only faster).
     """
-    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState, GradientState, is_initialized
-
     precision = mixed_precision_for(device)
     if world_size() == 1 and is_initialized():
         state = AcceleratorState()
@@ -293,7 +291,7 @@ def fit(
     scheduler = linear_schedule(optimizer, total, warmup_ratio)
     train_step, optimizer, scheduler = accelerator.prepare(TrainStep(modules, loss_fn), optimizer, scheduler)
     ckpt = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    result, step = TrainResult(num_processes=accelerator.num_processes), 0
+    result, step = TrainResult(), 0
     restore_rng: Optional[Callable[[], None]] = None
 
     if ckpt is not None and ckpt.exists():
