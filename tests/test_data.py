@@ -305,6 +305,16 @@ def test_corpus_blocks_on_synthetic_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert body == stream[: len(blocks) * 8]
 
 
+def test_corpus_blocks_from_any_lines(tokenizer) -> None:
+    """``lines`` replaces WikiText-2: blank lines are skipped, the rest is one stream."""
+    lines = ["the old lighthouse keeper told a story .", "", "   ", "it rained all night over the harbour ."] * 4
+    stream = [i for line in lines if line.strip() for i in tokenizer(line, add_special_tokens=False)["input_ids"]]
+    blocks = data.corpus_blocks(tokenizer, block_size=8, lines=iter(lines))
+    assert len(blocks) == len(stream) // 6
+    assert [i for ids in blocks["input_ids"] for i in ids[1:-1]] == stream[: len(blocks) * 6]
+    assert all(ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id for ids in blocks["input_ids"])
+
+
 @needs_mirror
 def test_corpus_blocks_shape_special_tokens_and_max_blocks(on_mirror: Path, tokenizer) -> None:
     blocks = data.corpus_blocks(tokenizer, block_size=32, split="train", max_blocks=7)
