@@ -1,12 +1,16 @@
-# TinyBERT from Scratch: `make setup` once, then `make test`, `make lab` or `make run PROFILE=cpu`.
+# TinyBERT from Scratch: `make run` (the whole course, cpu profile) and `make test`; each sets itself up first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 KERNEL := tinybert
-PROFILE ?= smoke
+PROFILE ?= cpu
 BUILD ?= build
+NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+# Other arithmetic for the same lessons: one thread, and torch's, MKL's and oneDNN's plain kernels
+# instead of the vectorised ones. The checked outputs must not change (see README, "Tests").
+FLIPPED := $(shell cat tests/flipped-arithmetic.env)
 
-.PHONY: setup data test test-lib test-notebooks lab run bench clean
+.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish bench clean
 
 setup: $(VENV)/.installed data  ## virtual environment, pinned packages, course kernel, data
 
@@ -18,24 +22,30 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (TinyBERT course)"
 	touch $@
 
-data:  ## fill data/ from $$DATA_MIRROR, or from the Hugging Face hub when online
+data: $(VENV)/.installed  ## fill data/ from $$DATA_MIRROR, or from the Hugging Face hub when online
 	$(PY) -m tinybert_lib data prepare
 
-test: test-lib test-notebooks  ## the whole suite: pytest on the library, nbval on the lessons
+test: setup test-lib test-notebooks test-flipped  ## pytest on the library, nbval on every lesson, twice
 
-test-lib:
+test-lib: $(VENV)/.installed
 	$(PY) -m pytest tests -q
 
-test-notebooks:
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks solutions
+test-notebooks: $(VENV)/.installed
+	$(PY) -m pytest -q $(NBVAL) notebooks solutions
 
-lab:  ## JupyterLab on the lessons, with the course kernel
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+test-flipped: $(VENV)/.installed  ## the checked outputs again, under other CPU arithmetic
+	$(FLIPPED) $(PY) -m pytest -q $(NBVAL) notebooks solutions
 
-run:  ## execute every lesson with papermill: make run PROFILE=smoke|cpu|gpu
+lab: setup  ## JupyterLab at the course root (lessons and solutions), with the course kernel
+	$(VENV)/bin/jupyter lab --notebook-dir=. $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+run: setup  ## execute every lesson with papermill: make run [PROFILE=cpu|smoke|gpu]
 	$(PY) scripts/run_course.py --profile $(PROFILE) --build $(BUILD)
 
-bench:  ## distillation-step throughput (course vs naive loop) and teacher/student latency, printed
+publish: setup  ## make run, then store the outputs in notebooks/ (and re-run solutions/)
+	$(PY) scripts/run_course.py --profile $(PROFILE) --build $(BUILD) --publish
+
+bench: setup  ## distillation-step throughput (course vs naive loop) and teacher/student latency, printed
 	mkdir -p $(BUILD)
 	$(PY) -m tinybert_lib.bench --json $(BUILD)/bench.json
 

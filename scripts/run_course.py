@@ -3,16 +3,27 @@
 Each executed notebook lands in ``build/<profile>/notebooks/``; lessons hand artifacts (the
 general student, the fine-tuned teacher, the augmented set, results) to one another through
 ``build/<profile>/artifacts/``.
+
+``--publish`` (``make publish``) also writes each executed lesson back into ``notebooks/``, and
+re-executes the solutions into ``solutions/``, cleaned of progress widgets, timings and machine
+paths (see ``notebook_outputs.py``). The parameters cells keep their cheap smoke defaults; the
+profile that produced the outputs is recorded in each notebook's ``metadata.papermill``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import papermill as pm
+
+from notebook_outputs import clean_notebook, machine_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--build", default="build", help="build folder (git-ignored)")
     parser.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes, e.g. 00 03")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the executed lessons back into notebooks/ and re-execute solutions/ (stored outputs)")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -40,21 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.publish:
+        notebooks += sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(args.only))]
     timings: list[tuple[str, float]] = []
     start = time.perf_counter()
     for nb in notebooks:
         t0 = time.perf_counter()
-        print(f"==> {nb.name} (profile {args.profile})", flush=True)
-        pm.execute_notebook(
-            str(nb),
-            str(out_dir / nb.name),
-            parameters={"profile": args.profile, "device": args.device, "artifacts_dir": str(artifacts)},
-            cwd=str(nb.parent),
-            log_output=False,
-            progress_bar=False,
-        )
+        lesson = nb.parent.name == "notebooks"
+        # Relative to the notebook's folder, so that no machine path is recorded in the notebook.
+        parameters = {"profile": args.profile, "device": args.device,
+                      "artifacts_dir": os.path.relpath(artifacts, nb.parent)} if lesson else None
+        out_nb = out_dir / (nb.name if lesson else f"solutions_{nb.name}")
+        print(f"==> {nb.parent.name}/{nb.name} (profile {args.profile if lesson else 'smoke'})", flush=True)
+        pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, cwd=str(nb.parent),
+                            log_output=False, progress_bar=False)
+        if args.publish:
+            publish(out_nb, nb, parameters)
         timings.append((nb.name, time.perf_counter() - t0))
     total = time.perf_counter() - start
     print("\nlesson                                   seconds")
@@ -63,6 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'total':<40} {total:8.1f}")
     print(f"\nexecuted notebooks: {out_dir}\nartifacts and results: {artifacts}")
     return 0
+
+
+def publish(executed: Path, target: Path, parameters: dict | None) -> None:
+    """Write the cleaned executed notebook over ``target`` (atomically); refuse machine paths."""
+    nb = clean_notebook(json.loads(executed.read_text(encoding="utf-8")), parameters)
+    leaks = machine_paths(nb, [ROOT, Path.home(), sys.prefix, tempfile.gettempdir()])
+    if leaks:
+        raise SystemExit(f"{target.name}: outputs show machine paths; print paths relative to the course instead:\n  "
+                         + "\n  ".join(leaks))
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(nbformat.writes(nbformat.from_dict(nb)) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import BertForSequenceClassification, BertModel
@@ -15,6 +17,25 @@ def hf_bert():
     return BertModel.from_pretrained(str(packaged_minilm_folder()), attn_implementation="eager").eval()
 
 
+# The course's parity convention (lesson 01 states the same): compare at real positions only (hidden
+# states of real tokens, attention rows of real query tokens), relative to the values' scale.
+# Float32 rounding gives ~1e-7 there; a bug such as a wrong attention scale gives 1e-2 or more.
+PARITY_RTOL = 1e-4
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|."""
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def worst_differences(ours, theirs, attention_mask) -> tuple[float, float]:
+    real = attention_mask.bool()
+    rows = real[:, None, :, None].expand_as(ours.attention_probs[0])
+    hidden = max(rel_diff(a[real], b[real]) for a, b in zip(ours.hidden_states, theirs.hidden_states))
+    probs = max(rel_diff(a[rows], b[rows]) for a, b in zip(ours.attention_probs, theirs.attentions))
+    return hidden, probs
+
+
 def test_hidden_states_match_transformers_on_padded_batch(teacher, hf_bert, sentences):
     batch = teacher.tokenizer(sentences, padding=True, return_tensors="pt")
     assert (batch["attention_mask"] == 0).any(), "the batch must contain padding to test masking"
@@ -22,12 +43,27 @@ def test_hidden_states_match_transformers_on_padded_batch(teacher, hf_bert, sent
         ours = teacher(**batch)
         theirs = hf_bert(**batch, output_hidden_states=True, output_attentions=True)
     assert len(ours.hidden_states) == len(theirs.hidden_states) == 7
-    real = batch["attention_mask"].bool()
-    for mine, ref in zip(ours.hidden_states, theirs.hidden_states):
-        assert (mine - ref).abs().max().item() < 1e-4
-        assert (mine[real] - ref[real]).abs().max().item() < 1e-4
-    for mine, ref in zip(ours.attention_probs, theirs.attentions):
-        assert (mine - ref).abs().max().item() < 1e-5
+    hidden, probs = worst_differences(ours, theirs, batch["attention_mask"])
+    assert hidden < PARITY_RTOL
+    assert probs < PARITY_RTOL
+
+
+@pytest.mark.parametrize("bug", ["scale", "mask"])
+def test_parity_check_catches_a_deliberate_bug(teacher, hf_bert, sentences, monkeypatch, bug):
+    """The tolerance is loose enough for any CPU, yet a real bug still fails it."""
+    import tinybert_lib.bert as bert_module
+
+    if bug == "scale":  # divide the scores by d instead of sqrt(d)
+        monkeypatch.setattr(bert_module, "math", SimpleNamespace(sqrt=lambda x: float(x)))
+    batch = teacher.tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        if bug == "mask":  # let real tokens attend to padded keys
+            ours = teacher(input_ids=batch["input_ids"])
+        else:
+            ours = teacher(**batch)
+        theirs = hf_bert(**batch, output_hidden_states=True, output_attentions=True)
+    hidden, probs = worst_differences(ours, theirs, batch["attention_mask"])
+    assert hidden > 100 * PARITY_RTOL and probs > 100 * PARITY_RTOL
 
 
 def test_output_shapes_and_raw_scores(teacher, sentences):

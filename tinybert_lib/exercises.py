@@ -11,6 +11,25 @@ from typing import Any, Callable
 
 import torch
 
+# Float32 results of the same computation differ between machines (CPU model, vector units, thread
+# count): by about 1e-7 of the values' scale for one operation, up to ~1e-5 after many. The lessons
+# therefore compare tensors relative to their scale, with a tolerance far above that noise and far
+# below what a real bug changes (a wrong scale, index or mask moves results by 1e-2 or more).
+RTOL = 1e-4
+
+
+def relative_difference(got: Any, expected: Any) -> float:
+    """max |got - expected| / max |expected| (0 when both are zero)."""
+    got_t, exp_t = torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
+    diff = (got_t - exp_t).abs().max().item() if exp_t.numel() else 0.0
+    scale = exp_t.abs().max().item() if exp_t.numel() else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def close(got: Any, expected: Any, rtol: float = RTOL) -> bool:
+    """True when ``got`` equals ``expected`` up to float32 noise, relative to ``expected``'s scale."""
+    got_t, exp_t = torch.as_tensor(got), torch.as_tensor(expected)
+    return got_t.shape == exp_t.shape and relative_difference(got_t.detach(), exp_t.detach()) <= rtol
 
 
 def check(name: str, test: Callable[[], Any]) -> bool:

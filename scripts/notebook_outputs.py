@@ -1,0 +1,81 @@
+"""Make executed notebooks fit to store in the repository.
+
+An executed notebook carries noise that means nothing to a learner reading it on GitHub and
+differs from machine to machine: frozen tqdm widgets (``0%|`` in the text fallback), the widget
+state, per-cell execution timestamps, papermill's injected-parameters cell and its record of
+absolute paths. ``clean_notebook`` removes that noise and ``machine_paths`` finds any absolute
+path of this machine left in an output, so the writer can refuse to store it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# A tqdm bar as it is printed: "  0%|   | 0/4 [00:00<?, ?it/s]" (with or without a description).
+TQDM_LINE = re.compile(r"^[^\n]*\d+%\|[^\n]*\|[^\n]*\n?", re.MULTILINE)
+CELL_METADATA_KEPT = ("tags", "editable", "deletable", "jupyter")
+
+
+def _is_progress_output(output: dict[str, Any]) -> bool:
+    """A widget display (tqdm.auto in a notebook), or stderr text made only of progress bars."""
+    if output.get("output_type") == "display_data" and WIDGET_MIME in output.get("data", {}):
+        return True
+    if output.get("output_type") == "stream" and output.get("name") == "stderr":
+        text = "".join(output.get("text", ""))
+        return not TQDM_LINE.sub("", text).replace("\r", "").strip()
+    return False
+
+
+def clean_notebook(nb: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Strip progress widgets, widget state, timings and papermill's injected cell (in place).
+
+    ``parameters`` (what the run was executed with) is kept in ``metadata.papermill.parameters``
+    so a reader can see which profile produced the stored outputs; the ``parameters`` cell itself
+    keeps its cheap defaults, which is what nbval and a learner's first run use.
+    """
+    cells = []
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            continue
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in CELL_METADATA_KEPT}
+        if cell["cell_type"] == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", []) if not _is_progress_output(o)]
+            for o in cell["outputs"]:
+                if o.get("output_type") == "stream":
+                    o["text"] = TQDM_LINE.sub("", "".join(o["text"])).replace("\r", "")
+        cells.append(cell)
+    nb["cells"] = cells
+    meta = nb.setdefault("metadata", {})
+    meta.pop("widgets", None)
+    meta.pop("papermill", None)
+    if parameters is not None:
+        meta["papermill"] = {"parameters": dict(parameters)}
+    return nb
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+
+
+def machine_paths(nb: dict[str, Any], roots: Iterable[str | Path]) -> list[str]:
+    """``"cell N: ..."`` for every output line that shows one of ``roots`` (absolute paths)."""
+    needles = sorted({str(Path(r)) for r in roots if str(r) not in ("", "/")}, key=len, reverse=True)
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        for output in cell.get("outputs", []):
+            for text in _strings(output):
+                for line in text.splitlines():
+                    if any(n in line for n in needles):
+                        found.append(f"cell {i}: {line.strip()[:160]}")
+    return found
