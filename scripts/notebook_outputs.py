@@ -9,6 +9,8 @@ path of this machine left in an output, so the writer can refuse to store it.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -36,13 +38,16 @@ def clean_notebook(nb: dict[str, Any], parameters: dict[str, Any] | None = None)
     so a reader can see which profile produced the stored outputs; the ``parameters`` cell itself
     keeps its cheap defaults, which is what nbval and a learner's first run use.
     """
-    cells = []
+    cells, count = [], 0
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags:
             continue
-        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in CELL_METADATA_KEPT}
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in CELL_METADATA_KEPT and v != []}
         if cell["cell_type"] == "code":
+            if cell.get("execution_count") is not None:  # 1, 2, 3, ... as a learner's own run shows them
+                count += 1
+                cell["execution_count"] = count
             cell["outputs"] = [o for o in cell.get("outputs", []) if not _is_progress_output(o)]
             for o in cell["outputs"]:
                 if o.get("output_type") == "stream":
@@ -55,6 +60,22 @@ def clean_notebook(nb: dict[str, Any], parameters: dict[str, Any] | None = None)
     if parameters is not None:
         meta["papermill"] = {"parameters": dict(parameters)}
     return nb
+
+
+def write_notebook(nb: dict[str, Any], target: str | Path) -> None:
+    """Write ``nb`` over ``target`` atomically, in nbformat's own layout."""
+    import nbformat
+
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(nbformat.writes(nbformat.from_dict(nb)) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def clean_file(path: str | Path) -> None:
+    """Clean a stored notebook in place, keeping the parameters it records."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    write_notebook(clean_notebook(nb, nb.get("metadata", {}).get("papermill", {}).get("parameters")), path)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -79,3 +100,10 @@ def machine_paths(nb: dict[str, Any], roots: Iterable[str | Path]) -> list[str]:
                     if any(n in line for n in needles):
                         found.append(f"cell {i}: {line.strip()[:160]}")
     return found
+
+
+if __name__ == "__main__":  # python scripts/notebook_outputs.py notebooks/*.ipynb
+    import sys
+
+    for name in sys.argv[1:]:
+        clean_file(name)

@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
 import papermill as pm
 
-from notebook_outputs import clean_notebook, machine_paths
+from notebook_outputs import clean_notebook, machine_paths, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,9 +87,7 @@ def publish(executed: Path, target: Path, parameters: dict | None) -> None:
     if leaks:
         raise SystemExit(f"{target.name}: outputs show machine paths; print paths relative to the course instead:\n  "
                          + "\n  ".join(leaks))
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(nbformat.writes(nbformat.from_dict(nb)) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    write_notebook(nb, target)
 
 
 if __name__ == "__main__":

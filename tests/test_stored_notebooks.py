@@ -46,6 +46,7 @@ def test_clean_notebook_strips_progress_widgets_timings_and_the_injected_cell():
     assert [c["source"] for c in nb["cells"]] == ["profile = 'smoke'", "train()"]  # smoke defaults stay
     assert nb["cells"][0]["metadata"] == {"tags": ["parameters"]}
     assert nb["cells"][1]["metadata"] == {}
+    assert [c["execution_count"] for c in nb["cells"]] == [1, 2]  # no gap where the injected cell was
     texts = [o.get("text") for o in nb["cells"][1]["outputs"]]
     assert texts == ["UserWarning: something real\n", "dev accuracy 0.81\n"]
     assert nb["metadata"] == {"papermill": {"parameters": {"profile": "cpu"}}}
