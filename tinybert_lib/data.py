@@ -536,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataNotFoundError, DataIntegrityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. a target folder that cannot be created or written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: cannot write the course data into {target}{where}: {exc.strerror or exc}; "
+              "give a folder you can write to (--target PATH or TINYBERT_DATA_DIR).", file=sys.stderr)
+        return 1
     print(f"data folder: {target.resolve()}")
     for relpath, status in report.items():
         print(f"  {status.action:<10} {relpath:<30} {status.rows:>7,} rows  ({status.check} ok)")
