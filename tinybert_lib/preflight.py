@@ -61,7 +61,7 @@ def missing_for(profile: Profile | str, device: Optional[str] = None,
         problems.append(f"teacher: {err}")
     for relpath in [*SST2_FILES.values(), *CORPUS_FILES.values()]:
         try:
-            _require(relpath)
+            _require(relpath, strict=True)  # a file that is not the course's stops the run here
         except (DataNotFoundError, DataIntegrityError) as err:
             problems.append(f"data: {err}")
     if artifacts_dir is not None:
