@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 
 import pytest
@@ -33,28 +34,46 @@ def _run(teacher, corpus, out=None, stop_after=None, **overrides):
 
 
 @pytest.fixture(scope="module")
-def reference(teacher, corpus):
-    return _run(teacher, corpus).model.state_dict()
+def finished(teacher, corpus, tmp_path_factory):
+    """An uninterrupted run (written under umask 022) and its final weights."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    old = os.umask(0o022)
+    try:
+        result = _run(teacher, corpus, out)
+    finally:
+        os.umask(old)
+    return out, result.model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def interrupted(teacher, corpus, tmp_path_factory):
+    """A run stopped after step 1 (mid-epoch); tests work on copies of it."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    with pytest.raises(Interrupted):
+        _run(teacher, corpus, out, stop_after=1)
+    return out
+
+
+def _copy(folder, tmp_path):
+    shutil.copytree(folder, tmp_path / "run")
+    return tmp_path / "run", tmp_path / "run" / "checkpoint"
 
 
 @pytest.mark.parametrize("stop_after", [1, 2], ids=["mid-epoch", "epoch-boundary"])
-def test_resume_is_bit_identical(teacher, corpus, reference, tmp_path, stop_after):
-    with pytest.raises(Interrupted):
-        _run(teacher, corpus, tmp_path / "run", stop_after=stop_after)
-    state = Checkpoint(tmp_path / "run" / "checkpoint").state()
-    assert state["step"] == stop_after
-    resumed = _run(teacher, corpus, tmp_path / "run")
+def test_resume_is_bit_identical(teacher, corpus, finished, interrupted, tmp_path, stop_after):
+    if stop_after == 1:
+        out, _ = _copy(interrupted, tmp_path)
+    else:
+        out = tmp_path / "run"
+        with pytest.raises(Interrupted):
+            _run(teacher, corpus, out, stop_after=stop_after)
+    assert Checkpoint(out / "checkpoint").state()["step"] == stop_after
+    resumed = _run(teacher, corpus, out)
     assert resumed.train.resumed_from == stop_after
+    reference = finished[1]
     worst = max(float((reference[k] - v).abs().max()) for k, v in resumed.model.state_dict().items())
     assert all(torch.equal(reference[k], v) for k, v in resumed.model.state_dict().items()), \
         f"resumed after step {stop_after}: weights differ by up to {worst:.2e}"
-
-
-def _interrupted(teacher, corpus, tmp_path):
-    out = tmp_path / "run"
-    with pytest.raises(Interrupted):
-        _run(teacher, corpus, out, stop_after=1)
-    return out, out / "checkpoint"
 
 
 class _Payload:
@@ -67,8 +86,8 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_a_pickled_payload_in_optim_pt_is_refused_not_run(teacher, corpus, tmp_path):
-    out, ckpt = _interrupted(teacher, corpus, tmp_path)
+def test_a_pickled_payload_in_optim_pt_is_refused_not_run(teacher, corpus, interrupted, tmp_path):
+    out, ckpt = _copy(interrupted, tmp_path)
     marker = tmp_path / "payload-ran"
     saved = torch.load(ckpt / "optim.pt", weights_only=True)
     saved["extra"] = _Payload(str(marker))
@@ -99,43 +118,37 @@ def test_rng_states_round_trip_through_a_safe_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["student.safetensors", "optim.pt", "state.json"])
-def test_a_truncated_checkpoint_file_is_a_clear_error(teacher, corpus, tmp_path, name):
-    out, ckpt = _interrupted(teacher, corpus, tmp_path)
+def test_a_truncated_checkpoint_file_is_a_clear_error(teacher, corpus, interrupted, tmp_path, name):
+    out, ckpt = _copy(interrupted, tmp_path)
     data = (ckpt / name).read_bytes()
     (ckpt / name).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=rf"(?s)damaged \({name}.*delete that folder"):
         _run(teacher, corpus, out)
 
 
-def test_a_damaged_checkpoint_does_not_block_a_finished_stage(teacher, corpus, reference, tmp_path):
-    out = tmp_path / "run"
-    _run(teacher, corpus, out)
-    (out / "checkpoint" / "student.safetensors").write_bytes(b"\0" * 10)
+def test_a_damaged_checkpoint_does_not_block_a_finished_stage(teacher, corpus, finished, tmp_path):
+    out, ckpt = _copy(finished[0], tmp_path)
+    (ckpt / "student.safetensors").write_bytes(b"\0" * 10)
     again = _run(teacher, corpus, out)
     assert again.train.resumed_from == again.train.steps == 4
-    assert all(torch.equal(reference[k], v) for k, v in again.model.state_dict().items())
+    assert all(torch.equal(finished[1][k], v) for k, v in again.model.state_dict().items())
 
 
-def test_a_kill_between_the_two_renames_keeps_the_checkpoint(teacher, corpus, tmp_path):
-    out, ckpt = _interrupted(teacher, corpus, tmp_path)
+def test_a_kill_between_the_two_renames_keeps_the_checkpoint(teacher, corpus, interrupted, tmp_path):
+    out, ckpt = _copy(interrupted, tmp_path)
     ckpt.rename(ckpt.with_name(".checkpoint.old"))  # what a kill right after the first rename leaves
     orphan = out / f".checkpoint.tmp-{2 ** 22 + 12345}-deadbeef"  # a temp folder of a killed save
     orphan.mkdir()
     (orphan / "state.json").write_text("{")
-    resumed = _run(teacher, corpus, out)
-    assert resumed.train.resumed_from == 1
+    assert _run(teacher, corpus, out).train.resumed_from == 1, "the run restarted instead of resuming at step 1"
     assert not orphan.exists() and not (out / ".checkpoint.old").exists()
     assert not list(out.glob(".*")), "temporary or parked folders left behind"
 
 
-def test_artifacts_follow_the_umask(teacher, corpus, tmp_path):
-    old = os.umask(0o022)
-    try:
-        _run(teacher, corpus, tmp_path / "run", general_epochs=1)
-    finally:
-        os.umask(old)
-    paths = [p for p in (tmp_path / "run").rglob("*")]
+def test_artifacts_follow_the_umask(finished):
+    out = finished[0]
+    paths = list(out.rglob("*"))
     assert any(p.suffix == ".safetensors" for p in paths)
-    for p in [tmp_path / "run", *paths]:
+    for p in [out, *paths]:
         mode = stat.S_IMODE(p.stat().st_mode)
-        assert mode == (0o755 if p.is_dir() else 0o644), f"{p.relative_to(tmp_path)}: {oct(mode)}"
+        assert mode == (0o755 if p.is_dir() else 0o644), f"{p.relative_to(out.parent)}: {oct(mode)}"

@@ -32,7 +32,7 @@ from .data import corpus_blocks, load_sst2
 from .distill import StageResult, finetune_teacher, general_distill, task_distill
 from .profiles import Profile, get_profile
 from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
-from .runtime import main_process_first, set_seed, world_size
+from .runtime import is_main_process, main_process_first, set_seed
 from .students import build_student
 from .teachers import load_teacher
 
@@ -195,14 +195,19 @@ def get_final_student(profile: Profile | str, artifacts_dir: str | Path, device:
     return run_task_distillation(profile, artifacts_dir, "prediction", device).model.eval()
 
 
+def _augment_stage(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str], rebuild: bool) -> Dataset:
+    # With several processes the main one (re)builds the set first; the others then reuse its copy.
+    with main_process_first():
+        return run_augmentation(profile, artifacts_dir, device, rebuild=rebuild and is_main_process())
+
+
 def run_stage(stage: str, profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
               rebuild: bool = False) -> Any:
     """Run one named stage (see ``STAGES``); ``rebuild=True`` builds it again even if it is finished."""
     runners = {
         "general-distill": lambda: run_general_distillation(profile, artifacts_dir, device, rebuild=rebuild),
         "finetune-teacher": lambda: run_teacher_finetuning(profile, artifacts_dir, device, rebuild=rebuild),
-        "augment": lambda: get_augmented_sst2(profile, artifacts_dir, device) if world_size() > 1 and not rebuild
-        else run_augmentation(profile, artifacts_dir, device, rebuild=rebuild),
+        "augment": lambda: _augment_stage(profile, artifacts_dir, device, rebuild),
         "task-intermediate": lambda: run_task_distillation(profile, artifacts_dir, "intermediate", device, rebuild),
         "task-prediction": lambda: run_task_distillation(profile, artifacts_dir, "prediction", device, rebuild),
     }
