@@ -358,7 +358,11 @@ def prepare_data(
     Raises:
         DataNotFoundError: no mirror and the hub is unreachable or disabled (offline), or
             the mirror lacks a file.
-        DataIntegrityError: a mirror file has the wrong sha256, or a file the wrong row count.
+        DataIntegrityError: a mirror file has the wrong sha256, or a file the wrong row count,
+            SST-2 label counts or a malformed line (named with its file and line); offline, also
+            a present file that is damaged and cannot be replaced.
+
+    Writes ``.prepared.json`` (size, mtime and sha256 of each file), which every load checks.
     """
     mirror = mirror if mirror is not None else (os.environ.get("DATA_MIRROR") or None)
     mirror_dir = Path(mirror).expanduser() if mirror is not None else None
