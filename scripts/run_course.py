@@ -41,14 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     from tinybert_lib import get_profile
     from tinybert_lib.preflight import ProfileNotReadyError, check_ready
 
-    get_profile(args.profile)  # an unknown profile fails here, before any notebook runs
     try:
-        check_ready(args.profile, args.device)  # so does a missing GPU, teacher or data file
+        get_profile(args.profile)  # an unknown profile fails here, before any notebook runs
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    build = (ROOT / args.build / args.profile).resolve()
+    out_dir, artifacts = build / "notebooks", build / "artifacts"
+    try:  # so does a missing GPU, teacher or data file, or an artifacts folder that cannot be written
+        check_ready(args.profile, args.device, artifacts)
     except ProfileNotReadyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    build = (ROOT / args.build / args.profile).resolve()
-    out_dir, artifacts = build / "notebooks", build / "artifacts"
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -83,9 +83,11 @@ def test_teacher_finetuning_and_task_distillation(tmp_path):
 
 
 def test_pipeline_reloads_general_student(teacher, corpus, tmp_path):
-    profile = tl.get_profile("smoke", **TINY)
+    # the corpus and held-out blocks the pipeline reads for this profile, so that it reuses the stage
+    profile = tl.get_profile("smoke", **TINY, corpus_max_blocks=12)
+    valid = tl.data.corpus_blocks(teacher.tokenizer, 32, split="valid", max_blocks=8)
     out = pipeline.stage_dir(tmp_path, "general-distill")
-    result = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu")
+    result = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, valid=valid, device="cpu")
     student, projections = pipeline.get_general_student(profile, tmp_path)
     assert pipeline.is_done(tmp_path, "general-distill")
     assert student.config.num_labels == 0 and student.tokenizer is not None  # a general student has no head

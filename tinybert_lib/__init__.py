@@ -11,6 +11,7 @@ from . import (ablations, augment, bench, data, distill, estimate, evaluate, exe
                training)
 from .bert import Bert, BertConfig, BertOutput
 from .export import export_hf
+from .preflight import LessonParameterError, check_lesson_parameters
 from .profiles import PROFILES, Profile, get_profile
 from .runtime import pick_device, set_seed
 from .students import DEFAULT_STUDENT, STUDENT_PRESETS, build_student
@@ -26,8 +27,10 @@ __all__ = [
     "PROFILES",
     "Profile",
     "STUDENT_PRESETS",
+    "LessonParameterError",
     "TeacherNotFoundError",
     "build_student",
+    "check_lesson_parameters",
     "export_hf",
     "get_profile",
     "load_teacher",

@@ -11,7 +11,9 @@ import time
 from .pipeline import STAGES, run_stage, stage_dir
 from .preflight import ProfileNotReadyError, check_ready
 from .profiles import PROFILES, get_profile
+from .records import StaleArtifactError
 from .runtime import is_main_process
+from .training import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,18 +22,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--artifacts", default=None, help="artifacts folder (default: build/<profile>/artifacts)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the profile's)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="build the stage(s) asked for again, even when finished with other settings")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    profile = get_profile(args.profile)  # an unknown profile fails here with the valid names
+    try:
+        profile = get_profile(args.profile)
+    except ValueError as err:  # an unknown profile: the valid names, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     artifacts = args.artifacts or f"build/{profile.name}/artifacts"
     try:
-        check_ready(profile, args.device)
+        check_ready(profile, args.device, artifacts)  # device, teacher, data, a writable artifacts folder
     except ProfileNotReadyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for stage in STAGES if args.stage == "all" else (args.stage,):
         start = time.perf_counter()
-        result = run_stage(stage, profile, artifacts, args.device)
+        try:
+            result = run_stage(stage, profile, artifacts, args.device, rebuild=args.rebuild)
+        except (StaleArtifactError, CheckpointError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         metrics = getattr(result, "metrics", {"rows": len(result)} if hasattr(result, "__len__") else {})
         if is_main_process():
             print(json.dumps({"stage": stage, "profile": profile.name, "seconds": round(time.perf_counter() - start, 1),

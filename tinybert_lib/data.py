@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import logging
 import os
 import re
@@ -61,6 +62,17 @@ EXPECTED_ROWS: dict[str, int] = {
     "wikitext-2/wiki.train.tokens": 36_718,
     "wikitext-2/wiki.valid.tokens": 3_760,
 }
+
+#: Label counts (0 negative, 1 positive) of the SST-2 files (SOURCES.md): a file with the right
+#: row count but flipped or shuffled labels is caught even where no checksum can be compared.
+EXPECTED_LABELS: dict[str, dict[int, int]] = {
+    "sst2/train.tsv": {0: 29_780, 1: 37_569},
+    "sst2/dev.tsv": {0: 428, 1: 444},
+}
+
+#: What ``prepare_data`` wrote, in the data folder: size, mtime and sha256 of each file, so that
+#: every load can check cheaply that the file is still the one verified then.
+MANIFEST = ".prepared.json"
 
 SST2_FILES: dict[str, str] = {"train": "sst2/train.tsv", "dev": "sst2/dev.tsv"}
 CORPUS_FILES: dict[str, str] = {
@@ -116,11 +128,51 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data"
 
 
-def _require(relpath: str) -> Path:
-    """Path of a data file, or a DataNotFoundError that says how to get it."""
-    path = data_dir() / relpath
+_VERIFIED: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) already checked in this process
+
+
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _require(relpath: str, strict: bool = False) -> Path:
+    """Path of a checked data file, or an error that says what is wrong and how to fix it.
+
+    In a folder filled by :func:`prepare_data` (it holds ``.prepared.json``), the file must be
+    the one prepared: same size and mtime (cheap), else the same sha256. Elsewhere (a mirror,
+    files of your own) it is compared with the course's sha256; a different file is refused
+    when ``strict`` (the pre-run check), and used with a warning otherwise.
+    """
+    root = data_dir()
+    path = root / relpath
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found. To get the course data, {_MAKE_DATA_HINT}.")
+    st = path.stat()
+    key = (st.st_size, st.st_mtime_ns)
+    if _VERIFIED.get(str(path)) == key:
+        return path
+    manifest = _read_manifest(root)
+    entry = manifest.get(relpath)
+    if not (entry and (entry.get("size"), entry.get("mtime_ns")) == key):
+        digest = _sha256(path)
+        accepted = {EXPECTED_SHA256[relpath]} | ({entry.get("sha256")} if entry else set())
+        if digest not in accepted:
+            message = (
+                f"{path} is not the {'file `data prepare` verified' if entry else 'course file'}: "
+                f"{st.st_size:,} bytes with sha256 {digest[:16]}..., expected "
+                + (f"{entry.get('size', 0):,} bytes with sha256 {str(entry.get('sha256'))[:16]}..." if entry
+                   else f"sha256 {EXPECTED_SHA256[relpath][:16]}...")
+                + "; it was truncated or edited. Get it again with `make data` "
+                "(python -m tinybert_lib data prepare --force)"
+            )
+            if manifest or strict:
+                raise DataIntegrityError(message + ".")
+            if str(path) not in _VERIFIED:
+                logger.warning("%s; using it anyway (this folder was not filled by `data prepare`)", message)
+    _VERIFIED[str(path)] = key
     return path
 
 
@@ -156,6 +208,43 @@ def _check_rows(relpath: str, path: Path, origin: str) -> int:
     if rows != expected:
         raise DataIntegrityError(
             f"{relpath} from {origin}: expected {expected:,} rows, got {rows:,} ({path})"
+        )
+    return rows
+
+
+def _read_sst2_rows(path: Path, limit: int | None = None) -> Iterator[tuple[str, int]]:
+    """(sentence, label) rows of an SST-2 TSV; a malformed line is an error naming file and line."""
+    # QUOTE_NONE: a sentence may start with a double quote, which is text, not CSV quoting.
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header != ["sentence", "label"]:
+            raise DataIntegrityError(f"{path}, line 1: expected header ['sentence', 'label'], got {header}")
+        for row in islice(reader, limit):
+            if len(row) != 2 or row[1] not in {"0", "1"}:
+                shown = "\t".join(row)
+                raise DataIntegrityError(
+                    f"{path}, line {reader.line_num}: expected a sentence, a tab and a label 0 or 1, got "
+                    f"{shown[:80]!r}{'...' if len(shown) > 80 else ''}; the file is damaged: get it again with "
+                    "`make data` (python -m tinybert_lib data prepare --force)"
+                )
+            yield row[0], int(row[1])
+
+
+def _check_content(relpath: str, path: Path, origin: str) -> int:
+    """Row count, and for SST-2 every line's format and the label counts; returns the rows."""
+    if relpath not in EXPECTED_LABELS:
+        return _check_rows(relpath, path, origin)
+    counts = {0: 0, 1: 0}
+    for _, label in _read_sst2_rows(path):
+        counts[label] += 1
+    rows, expected = sum(counts.values()), EXPECTED_LABELS[relpath]
+    if rows != EXPECTED_ROWS[relpath]:
+        raise DataIntegrityError(f"{relpath} from {origin}: expected {EXPECTED_ROWS[relpath]:,} rows, got {rows:,} ({path})")
+    if counts != expected:
+        raise DataIntegrityError(
+            f"{relpath} from {origin}: expected {expected[0]:,} negative / {expected[1]:,} positive labels, got "
+            f"{counts[0]:,} / {counts[1]:,}: the labels are wrong ({path})"
         )
     return rows
 
@@ -224,11 +313,30 @@ def _write_from_hub(relpath: str, dest: Path, cache: dict[tuple[str, str], Any])
                 # row is one line of the original wiki.*.tokens file.
                 for text in rows["text"]:
                     f.write(text.rstrip("\n") + "\n")
-        n = _check_rows(relpath, tmp, f"the hub ({name}/{config}, {split})")
+        n = _check_content(relpath, tmp, f"the hub ({name}/{config}, {split})")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+def _write_manifest(target_dir: Path) -> None:
+    """Record size, mtime and sha256 of every prepared file (loads compare against it)."""
+    manifest = {}
+    for relpath in EXPECTED_SHA256:
+        path = target_dir / relpath
+        st, digest = path.stat(), _sha256(path)
+        manifest[relpath] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest,
+                             "origin": "mirror" if digest == EXPECTED_SHA256[relpath] else "hub"}
+    tmp = _temp_beside(target_dir / MANIFEST)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, target_dir / MANIFEST)
+    except OSError as err:  # a read-only folder of verified files: loads compare sha256s instead
+        logger.warning("could not record the prepared files in %s (%s)", target_dir / MANIFEST, err)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _VERIFIED.clear()
 
 
 def prepare_data(
@@ -250,7 +358,11 @@ def prepare_data(
     Raises:
         DataNotFoundError: no mirror and the hub is unreachable or disabled (offline), or
             the mirror lacks a file.
-        DataIntegrityError: a mirror file has the wrong sha256, or a file the wrong row count.
+        DataIntegrityError: a mirror file has the wrong sha256, or a file the wrong row count,
+            SST-2 label counts or a malformed line (named with its file and line); offline, also
+            a present file that is damaged and cannot be replaced.
+
+    Writes ``.prepared.json`` (size, mtime and sha256 of each file), which every load checks.
     """
     mirror = mirror if mirror is not None else (os.environ.get("DATA_MIRROR") or None)
     mirror_dir = Path(mirror).expanduser() if mirror is not None else None
@@ -261,30 +373,42 @@ def prepare_data(
         )
 
     report: dict[str, FileStatus] = {}
-    todo: list[str] = []
+    todo: dict[str, str] = {}  # relative path -> why it must be (re)written
+    recorded = _read_manifest(target_dir)
     for relpath in EXPECTED_SHA256:
         dest = target_dir / relpath
         if force or not dest.is_file():
-            todo.append(relpath)
-        elif _sha256(dest) == EXPECTED_SHA256[relpath]:
+            todo[relpath] = "forced" if dest.is_file() else "missing"
+            continue
+        digest = _sha256(dest)
+        if digest == EXPECTED_SHA256[relpath]:
             report[relpath] = FileStatus("skipped", _count_rows(relpath, dest), "sha256+rows")
-        elif mirror_dir is None and _count_rows(relpath, dest) == EXPECTED_ROWS[relpath]:
-            # Most likely an earlier hub download: its bytes differ from the mirror's.
+        elif mirror_dir is None and recorded.get(relpath, {}).get("sha256") == digest:
+            # An earlier hub download, checked when it was written: its bytes differ from the mirror's.
             report[relpath] = FileStatus("skipped", EXPECTED_ROWS[relpath], "rows")
+        elif mirror_dir is None:
+            try:  # not recorded: check what can be checked without the mirror's bytes
+                report[relpath] = FileStatus("skipped", _check_content(relpath, dest, "the data folder"), "rows")
+            except DataIntegrityError as err:
+                todo[relpath] = f"damaged: {err}"
         else:
-            logger.warning("%s exists but is not the expected file; replacing it", dest)
-            todo.append(relpath)
+            todo[relpath] = f"damaged: sha256 {digest[:16]}... is not the course's {EXPECTED_SHA256[relpath][:16]}..."
 
     if todo and mirror_dir is None and _hub_offline():
-        raise DataNotFoundError(
-            f"course data missing in {target_dir} ({', '.join(todo)}) and the Hugging Face hub "
-            f"is disabled (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). To get the data, "
+        damaged = {k: v for k, v in todo.items() if v.startswith("damaged")}
+        listing = "; ".join(f"{relpath} is {why}" for relpath, why in todo.items())
+        error = DataIntegrityError if damaged else DataNotFoundError
+        raise error(
+            f"course data in {target_dir} incomplete ({listing}) and the Hugging Face hub is disabled "
+            f"(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set), so nothing was replaced. To get the data, "
             f"{_MAKE_DATA_HINT}."
         )
 
     hub_cache: dict[tuple[str, str], Any] = {}
-    for relpath in todo:
+    for relpath, why in todo.items():
         dest = target_dir / relpath
+        if why.startswith("damaged"):
+            logger.warning("%s is %s; replacing it", dest, why)
         if mirror_dir is not None:
             rows = _copy_verified(relpath, mirror_dir / relpath, dest)
             report[relpath] = FileStatus("copied", rows, "sha256+rows")
@@ -299,6 +423,7 @@ def prepare_data(
                     f"({type(exc).__name__}: {exc}). To get the data, {_MAKE_DATA_HINT}."
                 ) from exc
             report[relpath] = FileStatus("downloaded", rows, "rows")
+    _write_manifest(target_dir)
 
     for relpath in EXPECTED_SHA256:  # log in a stable order
         status = report[relpath]
@@ -321,15 +446,9 @@ def load_sst2(split: str = "train", limit: int | None = None) -> Dataset:
     path = _require(SST2_FILES[split])
     sentences: list[str] = []
     labels: list[int] = []
-    # QUOTE_NONE: a sentence may start with a double quote, which is text, not CSV quoting.
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader)
-        if header != ["sentence", "label"]:
-            raise DataIntegrityError(f"{path}: expected header ['sentence', 'label'], got {header}")
-        for sentence, label in islice(reader, limit):
-            sentences.append(sentence.strip())  # GLUE ends every sentence with a space
-            labels.append(int(label))
+    for sentence, label in _read_sst2_rows(path, limit):
+        sentences.append(sentence.strip())  # GLUE ends every sentence with a space
+        labels.append(label)
     features = Features({"sentence": Value("string"), "label": Value("int64")})
     return Dataset.from_dict({"sentence": sentences, "label": labels}, features=features)
 
@@ -535,6 +654,11 @@ def main(argv: list[str] | None = None) -> int:
         report = prepare_data(mirror=args.mirror, target=target, force=args.force)
     except (DataNotFoundError, DataIntegrityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a target folder that cannot be created or written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: cannot write the course data into {target}{where}: {exc.strerror or exc}; "
+              "give a folder you can write to (--target PATH or TINYBERT_DATA_DIR).", file=sys.stderr)
         return 1
     print(f"data folder: {target.resolve()}")
     for relpath, status in report.items():

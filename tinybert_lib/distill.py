@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -35,7 +34,9 @@ from .data import load_sst2, make_loader, tokenize_sst2
 from .evaluate import accuracy
 from .export import export_hf
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
+from .atomic import atomic_file, atomic_write_text, old_sibling
 from .profiles import Profile, get_profile
+from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
 from .runtime import is_main_process, pick_device, set_seed, wait_for_everyone
 from .training import TrainResult, dedupe_tensors, fit, move
 
@@ -76,9 +77,8 @@ def save_projections(projections: nn.ModuleList, path: str | Path) -> None:
     path = Path(path)
     # A shared projection is stored once (load_projections refills the other indices).
     tensors = {k: v.detach().cpu().contiguous() for k, v in dedupe_tensors(projections.state_dict()).items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def load_projections(path: str | Path, student_width: int, teacher_width: int, num_student_layers: int) -> nn.ModuleList:
@@ -112,28 +112,78 @@ def distillation_loss_on(teacher: Bert, student: Bert, dataset: Dataset, mapping
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
-def _finished_before(out_dir: Optional[Path], train: TrainResult) -> bool:
-    """True when ``fit`` found this stage already finished and its outputs are on disk."""
-    return (out_dir is not None and train.resumed_from > 0 and train.resumed_from == train.steps
-            and (out_dir / "summary.json").is_file() and (out_dir / "model" / "config.json").is_file())
+# Profile fields every training stage reads (besides its own); log_every, device and the
+# profile's name change how a run is watched, not what it gives, so they are not recorded.
+COMMON_FIELDS = ("seed", "warmup_ratio", "weight_decay", "max_grad_norm", "grad_accum_steps")
+STAGE_OUTPUTS = ("checkpoint", "model", "projections.safetensors", "summary.json")
 
 
-def _reuse_summary(out_dir: Path, result: StageResult) -> StageResult:
-    """Fill a reloaded stage's metrics from its summary instead of re-exporting it."""
-    result.metrics = json.loads((out_dir / "summary.json").read_text()).get("metrics", {})
-    result.model.eval()
-    log.info("%s was already finished: reusing its outputs", out_dir)
-    return result
+def _teacher_record(model: Bert) -> dict[str, Any]:
+    return {"sha256": fingerprint_tensors(model), "layers": model.config.num_hidden_layers,
+            "hidden_size": model.config.hidden_size}
 
 
-def _write_summary(out_dir: Optional[Path], name: str, result: StageResult, extra: dict[str, Any]) -> None:
+def _clear_outputs(out_dir: Path) -> None:
+    """Remove what a stage wrote in ``out_dir`` (``rebuild=True``), and nothing else."""
+    if is_main_process():
+        for name in STAGE_OUTPUTS:
+            for path in (out_dir / name, old_sibling(out_dir / name)):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        log.info("%s: previous outputs removed, building again", out_dir)
+    wait_for_everyone()
+
+
+def _finished(out_dir: Optional[Path], settings: dict[str, Any], what: str, rebuild: bool) -> Optional[dict[str, Any]]:
+    """The summary of a finished stage in ``out_dir`` built with ``settings`` (None: train it).
+
+    Reads only ``summary.json`` and ``model/``, never the checkpoint, so a damaged checkpoint
+    does not block a finished stage. Other recorded settings raise StaleArtifactError.
+    """
+    if out_dir is None:
+        return None
+    if rebuild:
+        _clear_outputs(out_dir)
+        return None
+    if not ((out_dir / "summary.json").is_file() and (out_dir / "model" / "model.safetensors").is_file()):
+        return None
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except ValueError as err:
+        raise RuntimeError(f"{out_dir / 'summary.json'} is damaged ({err}); delete {out_dir} or rebuild it "
+                           "(rebuild=True, or --rebuild on the command line).") from err
+    check_reuse(out_dir, summary.get("settings"), settings, what)
+    return summary
+
+
+def _reused(out_dir: Path, summary: dict[str, Any], model: Bert, device: torch.device,
+            projections: Optional[nn.ModuleList] = None) -> StageResult:
+    """A finished stage's result, read from its outputs (``model/``, ``projections.safetensors``)."""
+    model.load_state_dict(Bert.from_folder(out_dir / "model").state_dict())
+    model.to(device)
+    if projections is not None:
+        projections.load_state_dict(load_projections(out_dir / "projections.safetensors", model.config.hidden_size,
+                                                     projections[0].linear.out_features, model.config.num_hidden_layers).state_dict())
+        projections.to(device)
+    steps = int(summary.get("steps", 0))
+    train = TrainResult(history=summary.get("history", []), evals=summary.get("evals", []), steps=steps,
+                        seconds=float(summary.get("seconds", 0.0)), resumed_from=steps)
+    log.info("%s was already finished with these settings: reusing its outputs", out_dir)
+    return StageResult(model.eval(), train, projections, metrics=dict(summary.get("metrics", {})))
+
+
+def _write_summary(out_dir: Optional[Path], name: str, result: StageResult, extra: dict[str, Any],
+                   settings: Optional[dict[str, Any]] = None) -> None:
+    """``summary.json``, written last: the stage's scores, curves, settings and output fingerprint."""
     if out_dir is None:
         return
     summary = {"stage": name, "steps": result.train.steps, "seconds": round(result.train.seconds, 1),
-               "metrics": result.metrics, "evals": result.train.evals, **extra}
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out_dir / "summary.json")
+               "metrics": result.metrics, "evals": result.train.evals, **extra,
+               "fingerprint": fingerprint_tensors(result.model), "settings": settings,
+               "history": result.train.history}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
 
 
 def _layer_distillation(teacher: Bert, student: Bert, mapping: Optional[Sequence[int]], projections: Optional[nn.ModuleList],
@@ -171,6 +221,7 @@ def general_distill(
     valid: Optional[Dataset] = None,
     device: Optional[str] = None,
     stop_after: Optional[int] = None,
+    rebuild: bool = False,
 ) -> StageResult:
     """Stage 1: Transformer-layer distillation on unlabeled text blocks (``data.corpus_blocks``).
 
@@ -178,11 +229,26 @@ def general_distill(
     mapping by default. ``out_dir`` holds a resumable checkpoint, the final student
     (``model/``, a Hugging Face folder) and its projections (``projections.safetensors``).
     ``valid``: optional held-out blocks on which the final loss is reported.
+
+    A finished ``out_dir`` built with the same settings (see :mod:`~tinybert_lib.records`) is
+    reused, one built with others is refused; ``rebuild=True`` trains it again from scratch.
     """
     profile, dev = _prepare(profile, device)
     out = Path(out_dir) if out_dir is not None else None
+    given_projections = None if projections is None else fingerprint_tensors(projections)
     teacher.to(dev).eval()
     mapping, projections, loss_fn = _layer_distillation(teacher, student, mapping, projections, weights, attention_kind, dev)
+    train_settings = {
+        "stage": "general distillation",
+        "profile": profile_fields(profile, COMMON_FIELDS + ("general_epochs", "general_batch_size", "general_lr")),
+        "teacher": _teacher_record(teacher), "student": student.config.to_dict(),  # a fresh student: its config and the seed
+        "projections": given_projections, "mapping": mapping, "weights": list(weights), "attention_kind": attention_kind,
+        "corpus": fingerprint_dataset(corpus),
+    }
+    settings = {**train_settings, "valid": None if valid is None else fingerprint_dataset(valid)}
+    done = _finished(out, settings, "the general student", rebuild)
+    if done is not None:
+        return _reused(out, done, student, dev, projections)
 
     def loader(epoch: int):
         return make_loader(corpus, profile.general_batch_size, student.tokenizer, shuffle=True,
@@ -193,10 +259,8 @@ def general_distill(
                 weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
                 accumulation_steps=profile.grad_accum_steps, checkpoint_dir=_dir(out, "checkpoint"),
                 log_every=profile.log_every, desc="general distillation",
-                stop_after=stop_after)
+                stop_after=stop_after, settings=train_settings)
     result = StageResult(student, train, projections)
-    if _finished_before(out, train):
-        return _reuse_summary(out, result)
     student.eval()
     if valid is not None:
         result.metrics.update({f"valid_{k}": v for k, v in distillation_loss_on(
@@ -204,7 +268,7 @@ def general_distill(
     if out is not None and is_main_process():
         export_hf(student, student.tokenizer, out / "model")
         save_projections(projections, out / "projections.safetensors")
-        _write_summary(out, "general distillation", result, {"mapping": mapping, "weights": list(weights)})
+        _write_summary(out, "general distillation", result, {"mapping": mapping, "weights": list(weights)}, settings)
     wait_for_everyone()
     return result
 
@@ -237,17 +301,30 @@ def finetune_teacher(
     num_labels: int = 2,
     device: Optional[str] = None,
     stop_after: Optional[int] = None,
+    rebuild: bool = False,
 ) -> StageResult:
     """Fine-tune the teacher on SST-2 train with cross-entropy; report dev accuracy each epoch.
 
     ``sst2``: a mapping with ``"train"`` and ``"dev"`` datasets (``sentence``, ``label``), or
     ``None`` to load them with the profile's limits. A teacher without a head gets one.
+    ``out_dir`` is reused or refused as in :func:`general_distill` (``rebuild=True``: train again).
     """
     profile, dev = _prepare(profile, device)
     out = Path(out_dir) if out_dir is not None else None
     train_raw, dev_raw = _task_splits(profile, sst2)
+    pretrained = _teacher_record(teacher)
     if teacher.config.num_labels == 0:
         teacher.add_classifier(num_labels)
+    train_settings = {
+        "stage": "teacher fine-tuning",
+        "profile": profile_fields(profile, COMMON_FIELDS + ("finetune_epochs", "finetune_batch_size", "finetune_lr",
+                                                            "max_seq_len_task")),
+        "teacher": pretrained, "num_labels": teacher.config.num_labels, "train": fingerprint_dataset(train_raw),
+    }
+    settings = {**train_settings, "dev": fingerprint_dataset(dev_raw)}
+    done = _finished(out, settings, "the fine-tuned teacher", rebuild)
+    if done is not None:
+        return _reused(out, done, teacher, dev)
     tok = teacher.tokenizer
     train_set = tokenize_sst2(train_raw, tok, profile.max_seq_len_task)
 
@@ -262,14 +339,13 @@ def finetune_teacher(
     train = fit(modules={"teacher": teacher}, loss_fn=loss_fn, loader_for_epoch=loader, epochs=profile.finetune_epochs,
                 lr=profile.finetune_lr, device=dev, warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay,
                 max_grad_norm=profile.max_grad_norm, accumulation_steps=profile.grad_accum_steps,
-                checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, eval_fn=evaluate, desc="teacher fine-tuning", stop_after=stop_after)
+                checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, eval_fn=evaluate, desc="teacher fine-tuning",
+                stop_after=stop_after, settings=train_settings)
     teacher.eval()
-    if _finished_before(out, train):
-        return _reuse_summary(out, StageResult(teacher, train))
     result = StageResult(teacher, train, metrics={"dev_accuracy": train.evals[-1]["dev_accuracy"] if train.evals else evaluate()["dev_accuracy"]})
     if out is not None and is_main_process():
         export_hf(teacher, tok, out / "model")
-        _write_summary(out, "teacher fine-tuning", result, {"train_rows": len(train_raw), "dev_rows": len(dev_raw)})
+        _write_summary(out, "teacher fine-tuning", result, {"train_rows": len(train_raw), "dev_rows": len(dev_raw)}, settings)
     wait_for_everyone()
     return result
 
@@ -294,6 +370,7 @@ def task_distill(
     device: Optional[str] = None,
     stop_after: Optional[int] = None,
     keep_best_epoch: bool = True,
+    rebuild: bool = False,
 ) -> StageResult:
     """Stage 2 of TinyBERT on task data (``sentence``, ``label``; augmented or not).
 
@@ -303,6 +380,9 @@ def task_distill(
     temperature t (gold labels are never used), starting from step 1's student; the epoch with
     the best dev accuracy is kept (``keep_best_epoch=False``: the last epoch, as a comparison
     that scores on the same dev rows must). The student gets a classification head if it has none.
+    ``out_dir`` is reused or refused as in :func:`general_distill` (``rebuild=True``: train again);
+    the fine-tuned teacher, the student and the projections given are recorded by fingerprint, so
+    a rebuilt upstream stage invalidates this one.
     """
     if stage not in {"intermediate", "prediction"}:
         raise ValueError(f"unknown stage {stage!r}: use 'intermediate' (step 1) or 'prediction' (step 2).")
@@ -310,14 +390,34 @@ def task_distill(
         raise ValueError("task distillation needs a fine-tuned teacher with a classification head: run finetune_teacher first (lesson 07).")
     profile, dev = _prepare(profile, device)
     out = Path(out_dir) if out_dir is not None else None
+    given = {"teacher": _teacher_record(teacher_ft), "student": fingerprint_tensors(student),
+             "projections": None if projections is None else fingerprint_tensors(projections)}
     teacher_ft.to(dev).eval()
     if student.config.num_labels == 0:
         student.add_classifier(teacher_ft.config.num_labels)
     student.to(dev)
     tok = student.tokenizer
     dev_raw = dev_set if dev_set is not None else load_sst2("dev", limit=profile.sst2_dev_limit)
-    train_tok = tokenize_sst2(train_set, tok, profile.max_seq_len_task)
     temperature = profile.temperature if temperature is None else temperature
+    step_fields = (("task_intermediate_epochs", "task_lr_intermediate") if stage == "intermediate"
+                   else ("task_prediction_epochs", "task_lr_prediction"))
+    train_settings: dict[str, Any] = {
+        "stage": f"task distillation ({stage})",
+        "profile": profile_fields(profile, COMMON_FIELDS + step_fields + ("task_batch_size", "max_seq_len_task")),
+        **given, "train": fingerprint_dataset(train_set),
+    }
+    if stage == "intermediate":
+        train_settings.update(mapping=None if mapping is None else list(mapping), weights=list(weights),
+                              attention_kind=attention_kind)
+    else:  # the dev set picks the epoch that is kept
+        train_settings.update(temperature=temperature, keep_best_epoch=keep_best_epoch, dev=fingerprint_dataset(dev_raw))
+    settings = {**train_settings, "dev": fingerprint_dataset(dev_raw)}
+    done = _finished(out, settings, f"task distillation ({stage})", rebuild)
+    if done is not None:
+        if stage == "intermediate":
+            _, projections, _ = _layer_distillation(teacher_ft, student, mapping, projections, weights, attention_kind, dev)
+        return _reused(out, done, student, dev, projections if stage == "intermediate" else None)
+    train_tok = tokenize_sst2(train_set, tok, profile.max_seq_len_task)
 
     if stage == "intermediate":
         mapping, projections, loss_fn = _layer_distillation(teacher_ft, student, mapping, projections, weights, attention_kind, dev)
@@ -349,12 +449,9 @@ def task_distill(
     train = fit(modules=modules, loss_fn=loss_fn, loader_for_epoch=loader, epochs=epochs, lr=lr, device=dev,
                 warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
                 accumulation_steps=profile.grad_accum_steps, checkpoint_dir=_dir(out, "checkpoint"),
-                log_every=profile.log_every, eval_fn=evaluate, desc=f"task distillation ({stage})", stop_after=stop_after)
+                log_every=profile.log_every, eval_fn=evaluate, desc=f"task distillation ({stage})", stop_after=stop_after,
+                settings=train_settings)
     result = StageResult(student, train, projections if stage == "intermediate" else None)
-    if _finished_before(out, train):
-        if stage == "prediction":  # the checkpoint holds the last epoch; model/ holds the best one
-            student.load_state_dict(Bert.from_folder(out / "model").state_dict())
-        return _reuse_summary(out, result)
     student.eval()
     if stage == "intermediate":
         dev_tok = tokenize_sst2(dev_raw, tok, profile.max_seq_len_task)
@@ -373,6 +470,7 @@ def task_distill(
         result.metrics["dev_accuracy"] = max(accs) if keep_best_epoch else accs[-1]
         result.metrics["last_epoch_dev_accuracy"] = accs[-1]
     if is_main_process():
-        _write_summary(out, f"task distillation ({stage})", result, {"train_rows": len(train_set), "temperature": temperature})
+        _write_summary(out, f"task distillation ({stage})", result, {"train_rows": len(train_set), "temperature": temperature},
+                       settings)
     wait_for_everyone()
     return result

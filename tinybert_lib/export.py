@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_folder
 from .bert import Bert
 
 
@@ -21,26 +20,14 @@ def export_hf(model: Bert, tokenizer, folder: str | Path) -> Path:
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.hf_config()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if model.config.num_labels == 0:
         cfg["architectures"] = ["BertModel"]
         state = {k.removeprefix("bert."): v for k, v in state.items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:  # modes from the umask, not mkdtemp's 0700 / safetensors' 0600
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -10,26 +10,31 @@ writes its output there, building any missing upstream artifact first.
 
 Lessons 06-09 call these so that each one runs on its own; the command line
 (``python -m tinybert_lib run STAGE --profile cpu``) calls the same functions headless.
+
+Each artifact records the settings that built it (profile fields, teacher, student, data and
+upstream artifacts, by fingerprint; see :mod:`~tinybert_lib.records`). A finished stage is
+reused only when they match the settings asked for now; otherwise the run stops and names what
+changed. ``rebuild=True`` (``--rebuild``) builds the asked-for stage again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 from datasets import Dataset, concatenate_datasets
-from safetensors import safe_open
 
+from .atomic import atomic_folder
 from .bert import Bert
 from .data import corpus_blocks, load_sst2
-from .distill import StageResult, finetune_teacher, general_distill, load_projections, task_distill
+from .distill import StageResult, finetune_teacher, general_distill, task_distill
 from .profiles import Profile, get_profile
-from .runtime import main_process_first, world_size
+from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
+from .runtime import is_main_process, main_process_first, set_seed
 from .students import build_student
-from .teachers import load_teacher, load_tokenizer
+from .teachers import load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -59,84 +64,99 @@ def summary(artifacts_dir: str | Path, stage: str) -> dict[str, Any]:
     return json.loads((stage_dir(artifacts_dir, stage) / "summary.json").read_text())
 
 
-def _load_model(folder: Path) -> Bert:
-    model = Bert.from_folder(folder / "model")
-    model.tokenizer = load_tokenizer(folder / "model")
-    model.source = str(folder / "model")
-    return model
-
-
 # --- stage 1 --------------------------------------------------------------------------------
 
 
 def run_general_distillation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
-                             stop_after: Optional[int] = None) -> StageResult:
-    """Stage 1 for a profile: pre-trained teacher, fresh student, WikiText-2 blocks."""
+                             stop_after: Optional[int] = None, rebuild: bool = False) -> StageResult:
+    """Stage 1 for a profile: pre-trained teacher, fresh student, WikiText-2 blocks.
+
+    Reuses a finished stage built with the same settings; ``rebuild=True`` trains it again.
+    """
     profile = get_profile(profile)
     teacher = load_teacher(profile.teacher)
+    set_seed(profile.seed)  # the student's initial weights: the same on every run of the same profile
     student = build_student(profile.student, teacher=teacher)
     corpus = corpus_blocks(teacher.tokenizer, profile.max_seq_len_general, split="train", max_blocks=profile.corpus_max_blocks)
     valid = corpus_blocks(teacher.tokenizer, profile.max_seq_len_general, split="valid",
                           max_blocks=max(8, (profile.corpus_max_blocks or 2000) // 10))
     return general_distill(teacher, student, corpus, profile, out_dir=stage_dir(artifacts_dir, "general-distill"),
-                           valid=valid, device=device, stop_after=stop_after)
+                           valid=valid, device=device, stop_after=stop_after, rebuild=rebuild)
 
 
 def get_general_student(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None):
-    """(student, projections) from stage 1, running it first if its artifact is missing."""
+    """(student, projections) from stage 1: its artifact when built with these settings, else run it first."""
     if not is_done(artifacts_dir, "general-distill"):
         log.info("no general student in %s: running general distillation (lesson 06) first", artifacts_dir)
-        result = run_general_distillation(profile, artifacts_dir, device)
-        return result.model, result.projections
-    folder = stage_dir(artifacts_dir, "general-distill")
-    student = _load_model(folder)
-    proj_file = folder / "projections.safetensors"
-    with safe_open(str(proj_file), "pt") as f:  # the teacher's width is the projections' output size
-        teacher_width = f.get_slice("0.linear.weight").get_shape()[0]
-    projections = load_projections(proj_file, student.config.hidden_size, teacher_width, student.config.num_hidden_layers)
-    return student, projections
+    result = run_general_distillation(profile, artifacts_dir, device)
+    return result.model, result.projections
 
 
 # --- teacher --------------------------------------------------------------------------------
 
 
-def run_teacher_finetuning(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> StageResult:
+def run_teacher_finetuning(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
+                           rebuild: bool = False) -> StageResult:
     profile = get_profile(profile)
     return finetune_teacher(load_teacher(profile.teacher), None, profile,
-                            out_dir=stage_dir(artifacts_dir, "finetune-teacher"), device=device)
+                            out_dir=stage_dir(artifacts_dir, "finetune-teacher"), device=device, rebuild=rebuild)
 
 
 def get_finetuned_teacher(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Bert:
-    """The SST-2 teacher, fine-tuning it first if its artifact is missing."""
+    """The SST-2 teacher: its artifact when built with these settings, else fine-tuned first."""
     if not is_done(artifacts_dir, "finetune-teacher"):
         log.info("no fine-tuned teacher in %s: fine-tuning it (lesson 07) first", artifacts_dir)
-        return run_teacher_finetuning(profile, artifacts_dir, device).model
-    return _load_model(stage_dir(artifacts_dir, "finetune-teacher")).eval()
+    return run_teacher_finetuning(profile, artifacts_dir, device).model.eval()
 
 
 # --- augmentation ---------------------------------------------------------------------------
 
+AUGMENT_SETTINGS = "tinybert_settings.json"  # beside the datasets files of augmented_sst2/
 
-def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Dataset:
-    """Augment SST-2 train (the profile's subset) with the pre-trained teacher's vocabulary."""
+
+def _augment_inputs(profile: Profile) -> tuple[Dataset, Bert, dict[str, Any]]:
+    """SST-2 train (the profile's subset), the pre-trained teacher, and the settings they give."""
+    from .augment import ALGORITHM_VERSION
+
+    train = load_sst2("train", limit=profile.sst2_train_limit)
+    teacher = load_teacher(profile.teacher)
+    settings = {"stage": "augmentation", "algorithm": ALGORITHM_VERSION,
+                "profile": profile_fields(profile, ("seed", "augment_p", "augment_n", "augment_k", "augment_limit")),
+                "teacher": {"sha256": fingerprint_tensors(teacher)}, "train": fingerprint_dataset(train)}
+    return train, teacher, settings
+
+
+def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
+                     rebuild: bool = False) -> Dataset:
+    """Augment SST-2 train (the profile's subset) with the pre-trained teacher's vocabulary.
+
+    Reuses a finished set built with the same settings (refuses one built with others);
+    ``rebuild=True`` augments again.
+    """
     from .augment import augment
 
     profile = get_profile(profile)
-    train = load_sst2("train", limit=profile.sst2_train_limit)
-    teacher = load_teacher(profile.teacher)
+    train, teacher, settings = _augment_inputs(profile)
+    folder = stage_dir(artifacts_dir, "augment")
+    if not rebuild and is_done(artifacts_dir, "augment"):
+        return _load_augmented(folder, settings)
     augmented = augment(train, teacher, profile, device=device)
     if profile.augment_limit is not None and profile.augment_limit < len(train):
         # Examples beyond the augmentation budget still count, un-augmented.
         rest = train.select(range(profile.augment_limit, len(train)))
         rest = rest.add_column("is_original", [True] * len(rest))
         augmented = concatenate_datasets([augmented, rest.cast(augmented.features)])
-    folder = stage_dir(artifacts_dir, "augment")
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    augmented.save_to_disk(str(tmp))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    with atomic_folder(folder) as tmp:
+        augmented.save_to_disk(str(tmp))
+        (tmp / AUGMENT_SETTINGS).write_text(json.dumps(settings, indent=1))
     return augmented
+
+
+def _load_augmented(folder: Path, settings: dict[str, Any]) -> Dataset:
+    settings_file = folder / AUGMENT_SETTINGS
+    recorded = json.loads(settings_file.read_text()) if settings_file.is_file() else None
+    check_reuse(folder, recorded, settings, "the augmented SST-2 set")
+    return Dataset.load_from_disk(str(folder))
 
 
 def get_augmented_sst2(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Dataset:
@@ -144,47 +164,52 @@ def get_augmented_sst2(profile: Profile | str, artifacts_dir: str | Path, device
     with main_process_first():
         if not is_done(artifacts_dir, "augment"):
             log.info("no augmented set in %s: running data augmentation (lesson 08) first", artifacts_dir)
-            return run_augmentation(profile, artifacts_dir, device)
-        return Dataset.load_from_disk(str(stage_dir(artifacts_dir, "augment")))
+        return run_augmentation(profile, artifacts_dir, device)
 
 
 # --- stage 2 --------------------------------------------------------------------------------
 
 
 def run_task_distillation(profile: Profile | str, artifacts_dir: str | Path, stage: str = "intermediate",
-                          device: Optional[str] = None) -> StageResult:
-    """One step of stage 2, building every missing upstream artifact first."""
+                          device: Optional[str] = None, rebuild: bool = False) -> StageResult:
+    """One step of stage 2, building every missing upstream artifact first.
+
+    Upstream artifacts are reused only when built with the current settings; ``rebuild=True``
+    rebuilds this step only (a stale upstream stops the run and says which one to rebuild).
+    """
     profile = get_profile(profile)
+    if stage not in {"intermediate", "prediction"}:
+        raise ValueError(f"unknown task-distillation stage {stage!r}: use 'intermediate' or 'prediction'.")
     teacher = get_finetuned_teacher(profile, artifacts_dir, device)
     train = get_augmented_sst2(profile, artifacts_dir, device)
     if stage == "intermediate":
         student, projections = get_general_student(profile, artifacts_dir, device)
         return task_distill(teacher, student, train, profile, "intermediate", projections=projections,
-                            out_dir=stage_dir(artifacts_dir, "task-intermediate"), device=device)
-    if stage != "prediction":
-        raise ValueError(f"unknown task-distillation stage {stage!r}: use 'intermediate' or 'prediction'.")
-    if not is_done(artifacts_dir, "task-intermediate"):
-        run_task_distillation(profile, artifacts_dir, "intermediate", device)
-    student = _load_model(stage_dir(artifacts_dir, "task-intermediate"))
+                            out_dir=stage_dir(artifacts_dir, "task-intermediate"), device=device, rebuild=rebuild)
+    student = run_task_distillation(profile, artifacts_dir, "intermediate", device).model
     return task_distill(teacher, student, train, profile, "prediction",
-                        out_dir=stage_dir(artifacts_dir, "task-prediction"), device=device)
+                        out_dir=stage_dir(artifacts_dir, "task-prediction"), device=device, rebuild=rebuild)
 
 
 def get_final_student(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Bert:
-    if not is_done(artifacts_dir, "task-prediction"):
-        return run_task_distillation(profile, artifacts_dir, "prediction", device).model
-    return _load_model(stage_dir(artifacts_dir, "task-prediction")).eval()
+    return run_task_distillation(profile, artifacts_dir, "prediction", device).model.eval()
 
 
-def run_stage(stage: str, profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Any:
-    """Run one named stage (see ``STAGES``)."""
+def _augment_stage(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str], rebuild: bool) -> Dataset:
+    # With several processes the main one (re)builds the set first; the others then reuse its copy.
+    with main_process_first():
+        return run_augmentation(profile, artifacts_dir, device, rebuild=rebuild and is_main_process())
+
+
+def run_stage(stage: str, profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
+              rebuild: bool = False) -> Any:
+    """Run one named stage (see ``STAGES``); ``rebuild=True`` builds it again even if it is finished."""
     runners = {
-        "general-distill": lambda: run_general_distillation(profile, artifacts_dir, device),
-        "finetune-teacher": lambda: run_teacher_finetuning(profile, artifacts_dir, device),
-        "augment": lambda: get_augmented_sst2(profile, artifacts_dir, device) if world_size() > 1
-        else run_augmentation(profile, artifacts_dir, device),
-        "task-intermediate": lambda: run_task_distillation(profile, artifacts_dir, "intermediate", device),
-        "task-prediction": lambda: run_task_distillation(profile, artifacts_dir, "prediction", device),
+        "general-distill": lambda: run_general_distillation(profile, artifacts_dir, device, rebuild=rebuild),
+        "finetune-teacher": lambda: run_teacher_finetuning(profile, artifacts_dir, device, rebuild=rebuild),
+        "augment": lambda: _augment_stage(profile, artifacts_dir, device, rebuild),
+        "task-intermediate": lambda: run_task_distillation(profile, artifacts_dir, "intermediate", device, rebuild),
+        "task-prediction": lambda: run_task_distillation(profile, artifacts_dir, "prediction", device, rebuild),
     }
     if stage not in runners:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")

@@ -7,10 +7,14 @@ first is what this check prevents.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Optional
 
-from .data import CORPUS_FILES, SST2_FILES, DataNotFoundError, _require
-from .profiles import Profile, get_profile
+import torch
+
+from .data import CORPUS_FILES, SST2_FILES, DataIntegrityError, DataNotFoundError, _require
+from .profiles import PROFILES, Profile, get_profile
 from .runtime import pick_device
 from .teachers import TeacherNotFoundError, resolve_teacher_folder
 
@@ -19,13 +23,37 @@ class ProfileNotReadyError(RuntimeError):
     """Something a run profile needs (device, teacher, data) is not available."""
 
 
-def missing_for(profile: Profile | str, device: Optional[str] = None) -> list[str]:
-    """What ``profile`` needs and does not have here, one line each (empty: ready to run)."""
+class LessonParameterError(ValueError):
+    """A lesson's parameters (profile, device, artifacts folder) cannot work on this machine."""
+
+
+def writable_folder_problem(folder: str | Path) -> Optional[str]:
+    """Why results cannot be written into ``folder`` (None: they can). Creates the folder."""
+    folder = Path(folder).expanduser()
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        return (f"cannot write to the artifacts folder {folder} ({reason}); "
+                "give a folder you can write to (--artifacts PATH, or artifacts_dir in a lesson)")
+    return None
+
+
+def missing_for(profile: Profile | str, device: Optional[str] = None,
+                artifacts_dir: Optional[str | Path] = None) -> list[str]:
+    """What ``profile`` needs and does not have here, one line each (empty: ready to run).
+
+    ``artifacts_dir``: also create that folder and check that a file can be written there,
+    before any training whose results would be lost at the first save.
+    """
     profile = get_profile(profile)
     problems: list[str] = []
     try:
         pick_device(device or profile.device)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:  # no such accelerator here / no such device name
         problems.append(f"device: {err}")
     try:
         resolve_teacher_folder(profile.teacher)
@@ -33,18 +61,50 @@ def missing_for(profile: Profile | str, device: Optional[str] = None) -> list[st
         problems.append(f"teacher: {err}")
     for relpath in [*SST2_FILES.values(), *CORPUS_FILES.values()]:
         try:
-            _require(relpath)
-        except DataNotFoundError as err:
+            _require(relpath, strict=True)  # a file that is not the course's stops the run here
+        except (DataNotFoundError, DataIntegrityError) as err:
             problems.append(f"data: {err}")
+    if artifacts_dir is not None:
+        problem = writable_folder_problem(artifacts_dir)
+        if problem:
+            problems.append(f"artifacts: {problem}")
     return problems
 
 
-def check_ready(profile: Profile | str, device: Optional[str] = None) -> None:
-    """Raise :class:`ProfileNotReadyError` listing every missing input of ``profile``."""
+def check_ready(profile: Profile | str, device: Optional[str] = None, artifacts_dir: Optional[str | Path] = None) -> None:
+    """Raise :class:`ProfileNotReadyError` listing every missing input of ``profile``.
+
+    One problem gives a one-line message; several, one line each.
+    """
     profile = get_profile(profile)
-    problems = missing_for(profile, device)
+    problems = missing_for(profile, device, artifacts_dir)
+    if len(problems) == 1:
+        raise ProfileNotReadyError(f"profile {profile.name!r} cannot run here: {problems[0]}")
     if problems:
         raise ProfileNotReadyError(
             f"profile {profile.name!r} cannot run here; missing:\n" + "\n".join(f"  - {p}" for p in problems)
             + "\n(the 'cpu' and 'smoke' profiles run offline on any machine with the packaged teacher.)"
         )
+
+
+def check_lesson_parameters(profile: Profile | str, device: str | torch.device = "auto",
+                            artifacts_dir: Optional[str | Path] = None) -> tuple[Profile, torch.device]:
+    """Check a lesson's parameters cell at once: ``(profile, device)`` to use, or one clear error.
+
+    Raises :class:`LessonParameterError` for an unknown profile name, a device this machine
+    does not have (e.g. ``"cuda"`` without a GPU) or an artifacts folder that cannot be
+    created or written. Call it in a lesson's first code cell, before any slow work.
+    """
+    try:
+        resolved = get_profile(profile)
+    except ValueError as err:
+        raise LessonParameterError(f"profile: {err} Set profile = one of {', '.join(PROFILES)} in the parameters cell.") from None
+    try:
+        dev = pick_device(device)
+    except (RuntimeError, ValueError) as err:
+        raise LessonParameterError(f"device: {err}") from None
+    if artifacts_dir is not None:
+        problem = writable_folder_problem(artifacts_dir)
+        if problem:
+            raise LessonParameterError(f"artifacts_dir: {problem}")
+    return resolved, dev

@@ -75,6 +75,15 @@ def build_student(
         preset_or_config.vocab_size if isinstance(preset_or_config, BertConfig)
         else preset_or_config.get("vocab_size") if isinstance(preset_or_config, dict) else None
     )
+    if (teacher is not None and isinstance(preset_or_config, BertConfig)
+            and explicit_vocab == BertConfig.vocab_size != teacher.config.vocab_size):
+        # A BertConfig always carries a vocab_size: this one may be the default nobody chose.
+        raise ValueError(
+            f"the student's BertConfig has vocab_size={explicit_vocab}, BertConfig's default, but the teacher reads "
+            f"{teacher.config.vocab_size} token ids: both models must read the same ones. Build the config with "
+            f"BertConfig(..., vocab_size={teacher.config.vocab_size}), or pass a dict without vocab_size (it then "
+            "follows the teacher), or use a preset name."
+        )
     if teacher is not None and explicit_vocab is not None and explicit_vocab != teacher.config.vocab_size:
         raise ValueError(
             f"student vocabulary has {explicit_vocab} entries, the teacher's {teacher.config.vocab_size}: both "

@@ -24,14 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
+import pickle
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState, GradientState, is_initialized
@@ -40,6 +40,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_folder, recover_folder
+from .records import check_reuse
 from .runtime import world_size
 
 log = logging.getLogger(__name__)
@@ -138,28 +140,50 @@ def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torc
 # --- checkpoints ----------------------------------------------------------------------------
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that cannot be read back; the message says what to delete."""
+
+
 class Checkpoint:
     """A checkpoint folder: ``<name>.safetensors`` per module, ``optim.pt``, ``state.json``.
 
-    ``save`` writes a complete new folder beside the old one and swaps it in, so a kill at any
-    moment leaves either the previous checkpoint or the new one, never a mix.
+    ``save`` writes a complete new folder beside the old one and swaps it in
+    (:func:`~tinybert_lib.atomic.atomic_folder`), so a kill at any moment leaves either the
+    previous checkpoint or the new one, never a mix; :meth:`recover` finishes an interrupted
+    swap. ``optim.pt`` holds only tensors and plain values and is read with
+    ``weights_only=True``: a file carrying pickled code is refused, never run.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
 
+    def recover(self) -> None:
+        """Put back a checkpoint parked by a kill mid-swap; remove orphaned temporary folders."""
+        recover_folder(self.folder)
+
     def exists(self) -> bool:
         return (self.folder / "state.json").is_file()
 
+    def _damaged(self, name: str, err: BaseException) -> CheckpointError:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return CheckpointError(
+            f"checkpoint {self.folder} is damaged ({name}: {detail}); delete that folder to train this stage "
+            "again from step 0 (the stage's finished outputs beside it, if any, are not affected)."
+        )
+
     def state(self) -> dict[str, Any]:
-        return json.loads((self.folder / "state.json").read_text())
+        try:
+            state = json.loads((self.folder / "state.json").read_text())
+        except (OSError, ValueError) as err:
+            raise self._damaged("state.json", err) from err
+        if not isinstance(state, dict) or "step" not in state:
+            raise self._damaged("state.json", ValueError("no 'step' recorded"))
+        return state
 
     def save(self, modules: dict[str, nn.Module], state: dict[str, Any], optimizer=None, scheduler=None, scaler=None,
              rng_states: Optional[list[dict[str, Any]]] = None) -> None:
         """Write the folder; ``rng_states``: one :func:`rng_state` per process (default: this one's)."""
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
-        try:
+        with atomic_folder(self.folder) as tmp:
             for name, module in modules.items():
                 # safetensors refuses aliased tensors (a shared projection); store each storage once,
                 # deduplicated before the copy to the CPU, which would hide the aliasing on a GPU.
@@ -176,28 +200,32 @@ class Checkpoint:
                     tmp / "optim.pt",
                 )
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
-            old = self.folder.with_name(f".{self.folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            if self.folder.exists():
-                os.replace(self.folder, old)
-            os.replace(tmp, self.folder)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def load_modules(self, modules: dict[str, nn.Module]) -> None:
         for name, module in modules.items():
-            tensors = load_file(str(self.folder / f"{name}.safetensors"))
+            try:
+                tensors = load_file(str(self.folder / f"{name}.safetensors"))
+            except Exception as err:  # missing, truncated or not safetensors at all
+                raise self._damaged(f"{name}.safetensors", err) from err
             module.load_state_dict(_undedupe(tensors, module), strict=True)
 
     def load_training_state(self, optimizer, scheduler=None, scaler=None, process: int = 0) -> Callable[[], None]:
         """Restore optimiser, schedule and scaler; return a function that restores the RNGs.
 
-        The RNGs (``process``'s own, when several processes saved theirs) are restored later,
-        right before the first resumed step, because creating a DataLoader iterator draws from
-        the global generator.
+        The RNGs (``process``'s own, when several processes saved theirs) are restored right
+        before the first resumed step.
         """
-        saved = torch.load(self.folder / "optim.pt", weights_only=False)
+        path = self.folder / "optim.pt"
+        try:
+            saved = torch.load(path, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"{path} holds more than tensors and plain values, so it was not loaded (unpickling it could run "
+                f"code). If you did not write it, do not trust {self.folder}: delete that folder to train this "
+                "stage again from step 0."
+            ) from err
+        except Exception as err:  # missing or truncated
+            raise self._damaged("optim.pt", err) from err
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved["scheduler"] is not None:
             scheduler.load_state_dict(saved["scheduler"])
@@ -213,15 +241,28 @@ class Checkpoint:
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's random state (CPU, and every GPU it sees)."""
+    """This process's random state (Python, NumPy, torch on the CPU and every GPU it sees).
+
+    Only tensors, lists and numbers, so that a checkpoint can be read with ``weights_only=True``.
+    """
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python": [version, list(internal), gauss],
+            "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("python") is not None:  # absent from checkpoints written before it was saved
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if state.get("numpy") is not None:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def dedupe_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -270,6 +311,7 @@ def fit(
     eval_fn: Optional[Callable[[], dict[str, float]]] = None,
     desc: str = "train",
     stop_after: Optional[int] = None,
+    settings: Optional[dict[str, Any]] = None,
 ) -> TrainResult:
     """Train ``modules`` to minimise ``loss_fn(batch)["total"]``; resume from ``checkpoint_dir``.
 
@@ -278,7 +320,10 @@ def fit(
     ``accumulation_steps``: batches whose gradients add up before one optimiser step (a step
     = that many batches). ``eval_fn`` runs after each epoch (e.g. dev accuracy), in every
     process. ``stop_after`` raises :class:`Interrupted` after that many steps, after
-    checkpointing — it stands in for a kill.
+    checkpointing — it stands in for a kill (at the end of an epoch: after that epoch's
+    evaluation and checkpoint, as a kill right after them). ``settings``: what determines the
+    result (see :mod:`~tinybert_lib.records`); stored in the checkpoint, and a checkpoint
+    written with other settings is refused rather than resumed.
     """
     accelerator = make_accelerator(device, accumulation_steps)
     main = accelerator.is_main_process
@@ -294,8 +339,13 @@ def fit(
     result, step = TrainResult(), 0
     restore_rng: Optional[Callable[[], None]] = None
 
+    if ckpt is not None and main:
+        ckpt.recover()  # a kill between the two renames of a save, or in the middle of one
+    accelerator.wait_for_everyone()
     if ckpt is not None and ckpt.exists():
         state = ckpt.state()
+        if settings is not None:
+            check_reuse(ckpt.folder, state.get("settings"), settings, f"the {desc} checkpoint")
         ckpt.load_modules(modules)
         result.history, result.evals = state["history"], state["evals"]
         result.seconds = state.get("seconds", 0.0)
@@ -316,6 +366,8 @@ def fit(
         if main:
             state = {"step": step, "total_steps": total, "done": done, "history": result.history,
                      "evals": result.evals, "seconds": result.seconds, "num_processes": accelerator.num_processes}
+            if settings is not None:
+                state["settings"] = settings
             ckpt.save(modules, state, optimizer, scheduler, accelerator.scaler, rng_states)
         accelerator.wait_for_everyone()
 
@@ -329,10 +381,17 @@ def fit(
         done_in_epoch = (step - epoch * steps_per_epoch) * accumulation_steps
         if done_in_epoch:  # seen before the interruption
             loader = accelerator.skip_first_batches(loader, done_in_epoch)
+        # Iterating a DataLoader draws a worker seed from the global generator; undo that draw at
+        # the first batch (or restore the checkpoint's state), so that a run resumed at any step,
+        # an epoch boundary included, draws the dropout masks an uninterrupted run draws.
+        rng_before: Optional[torch.Tensor] = torch.get_rng_state()
         for batch in loader:
             if restore_rng is not None:  # dropout masks continue exactly where they stopped
                 restore_rng()
                 restore_rng = None
+            elif rng_before is not None:
+                torch.set_rng_state(rng_before)
+            rng_before = None
             with accelerator.accumulate(train_step):
                 losses = train_step(batch)
                 accelerator.backward(losses["total"])
@@ -359,7 +418,8 @@ def fit(
             result.seconds = time.perf_counter() - start
             if ckpt is not None and step % checkpoint_every == 0 and step < total:
                 save()
-            if stop_after is not None and step >= stop_after and step < total:
+            epoch_done = step == (epoch + 1) * steps_per_epoch  # then stop after the epoch's own checkpoint
+            if stop_after is not None and step >= stop_after and step < total and not epoch_done:
                 save()
                 bar.close()
                 raise Interrupted(f"{desc}: stopped after step {step} (checkpoint in {checkpoint_dir})")
@@ -372,6 +432,9 @@ def fit(
                 m.train()
         result.seconds = time.perf_counter() - start
         save(done=epoch == epochs - 1)
+        if stop_after is not None and step >= stop_after and step < total:
+            bar.close()
+            raise Interrupted(f"{desc}: stopped after step {step}, the end of epoch {epoch} (checkpoint in {checkpoint_dir})")
     bar.close()
     result.steps = step
     return result
