@@ -33,7 +33,7 @@ from torch import nn
 
 from .bert import Bert
 from .data import load_sst2
-from .losses import layer_map, make_projections, transformer_loss
+from .losses import layer_map, make_projections
 
 
 def sst2_sentence_batches(n_batches: int, batch_size: int, seed: int = 0) -> list[list[str]]:
@@ -79,24 +79,33 @@ def _timed(step: Callable[[list[str]], int], batches: list[list[str]], warmup: i
 # --- the two distillation steps -------------------------------------------------------------
 
 
-def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.device) -> Callable[[list[str]], int]:
-    """One course distillation step (Transformer-layer losses) on a list of sentences."""
+def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.device, lr: float = 1e-4,
+                max_grad_norm: float = 1.0) -> Callable[[list[str]], int]:
+    """One course distillation step (Transformer-layer losses) on a list of sentences.
+
+    The step of the pipeline's stages: ``distill.layer_distillation_loss`` for the loss and
+    ``training.training_step`` (the body of ``fit``) with ``fit``'s optimiser, at a constant
+    learning rate ``lr``. Returns a function that takes sentences and gives their real token count.
+    """
+    from .distill import layer_distillation_loss
+    from .training import TrainStep, make_accelerator, make_optimizer, training_step
+
     mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
     projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers).to(device)
-    opt = torch.optim.AdamW(list(student.parameters()) + list(projections.parameters()), lr=1e-4)
     teacher.eval()
     student.train()
+    modules = {"student": student, "projections": projections}
+    accelerator = make_accelerator(device)
+    optimizer = make_optimizer(modules.values(), lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    loss_fn = layer_distillation_loss(teacher, student, mapping, projections)
+    train_step, optimizer, scheduler = accelerator.prepare(TrainStep(modules, loss_fn), optimizer, scheduler)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     tok = teacher.tokenizer
 
     def step(sentences: list[str]) -> int:
-        batch = tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-        with torch.no_grad():
-            t = teacher(**batch)
-        s = student(**batch)
-        loss = transformer_loss(s, t, mapping, projections, attention_mask=batch["attention_mask"])["total"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        batch = dict(tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device))
+        training_step(accelerator, train_step, batch, optimizer, scheduler, params, max_grad_norm)
         return int(batch["attention_mask"].sum())
 
     return step

@@ -265,8 +265,10 @@ class Bert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
         token_type_ids: Optional[torch.Tensor] = None,
+        num_layers: Optional[int] = None,
         **_: Any,  # lets a collated batch (with e.g. ``labels``) be passed as ``model(**batch)``
     ) -> BertOutput:
+        """``num_layers``: run only the first layers and no head (all a distillation target needs)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -275,13 +277,13 @@ class Bert(nn.Module):
         # 0 on real keys, a very negative number on padded keys, broadcast over heads and queries.
         additive_mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         hidden, scores, probs = [x], [], []
-        for layer in self.bert.encoder.layer:
+        for layer in self.bert.encoder.layer[:num_layers]:
             x, s, p = layer(x, additive_mask)
             hidden.append(x)
             scores.append(s)
             probs.append(p)
         logits = None
-        if self.config.num_labels > 0:
+        if self.config.num_labels > 0 and num_layers is None:
             logits = self.classifier(self.dropout(self.bert.pooler(x)))
         return BertOutput(hidden[0], tuple(hidden), tuple(scores), tuple(probs), logits)
 

@@ -143,15 +143,26 @@ def _layer_distillation(teacher: Bert, student: Bert, mapping: Optional[Sequence
     if projections is None:
         projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
     projections.to(device)
+    return mapping, projections, layer_distillation_loss(teacher, student, mapping, projections, weights, attention_kind)
+
+
+def layer_distillation_loss(teacher: Bert, student: Bert, mapping: Sequence[int], projections: nn.ModuleList,
+                            weights: tuple[float, float, float] = (1.0, 1.0, 1.0), attention_kind: str = "mse"):
+    """The per-batch Transformer-layer loss (``transformer_loss``) of ``student`` against ``teacher``.
+
+    The teacher runs under ``torch.no_grad()`` and only up to the last teacher layer the mapping
+    reads, without its pooler and head: the loss uses nothing beyond.
+    """
+    last = max(mapping)
 
     def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.no_grad():  # the teacher is a fixed target: no graph, no gradients
-            t = teacher(**_inputs(batch))
+            t = teacher(**_inputs(batch), num_layers=last)
         s = student(**_inputs(batch))
         return transformer_loss(s, t, mapping, projections, attention_mask=batch["attention_mask"],
                                 weights=weights, attention_kind=attention_kind)
 
-    return mapping, projections, loss_fn
+    return loss_fn
 
 
 # --- stage 1 --------------------------------------------------------------------------------

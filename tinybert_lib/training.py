@@ -63,7 +63,7 @@ class TrainResult:
 
 
 def make_optimizer(modules: Iterable[nn.Module], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights get no weight decay (BERT's convention)."""
+    """AdamW (fused); biases and LayerNorm weights get no weight decay (BERT's convention)."""
     decay, no_decay, seen = [], [], set()
     for module in modules:
         for name, p in module.named_parameters():
@@ -72,7 +72,10 @@ def make_optimizer(modules: Iterable[nn.Module], lr: float, weight_decay: float)
             seen.add(id(p))
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    # fused: one kernel per tensor instead of a dozen element-wise passes, the same update (equal
+    # to float rounding) several times faster on a CPU, where the student's whole embedding table
+    # (5.9M numbers) is updated at every step. CPU, CUDA and MPS all have the kernel.
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
@@ -129,6 +132,21 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.loss_fn(batch)
+
+
+def training_step(accelerator: Accelerator, train_step: nn.Module, batch: dict[str, torch.Tensor], optimizer, scheduler,
+                  params: list[nn.Parameter], max_grad_norm: float) -> dict[str, torch.Tensor]:
+    """One batch of :func:`fit`: loss, backward and, once the accumulated gradients are complete,
+    clipping and the optimiser step. ``bench.course_step`` times this same function."""
+    with accelerator.accumulate(train_step):
+        losses = train_step(batch)
+        accelerator.backward(losses["total"])
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return losses
 
 
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -333,14 +351,7 @@ def fit(
             if restore_rng is not None:  # dropout masks continue exactly where they stopped
                 restore_rng()
                 restore_rng = None
-            with accelerator.accumulate(train_step):
-                losses = train_step(batch)
-                accelerator.backward(losses["total"])
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            losses = training_step(accelerator, train_step, batch, optimizer, scheduler, params, max_grad_norm)
             for k, v in losses.items():
                 window[k] = window.get(k, 0.0) + v.detach().float()
             in_window += 1
