@@ -34,6 +34,7 @@ from torch import nn
 from .bert import Bert
 from .data import load_sst2
 from .losses import layer_map, make_projections
+from .runtime import keep_freed_memory
 
 
 def sst2_sentence_batches(n_batches: int, batch_size: int, seed: int = 0) -> list[list[str]]:
@@ -102,6 +103,8 @@ def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.dev
     train_step, optimizer, scheduler = accelerator.prepare(TrainStep(modules, loss_fn), optimizer, scheduler)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     tok = teacher.tokenizer
+    if device.type == "cpu":
+        keep_freed_memory()  # as fit does
 
     def step(sentences: list[str]) -> int:
         batch = dict(tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device))

@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .runtime import world_size
+from .runtime import keep_freed_memory, world_size
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,8 @@ def fit(
     checkpointing — it stands in for a kill.
     """
     accelerator = make_accelerator(device, accumulation_steps)
+    if device.type == "cpu":
+        keep_freed_memory()
     main = accelerator.is_main_process
     for m in modules.values():
         m.train()
