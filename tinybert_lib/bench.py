@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -58,23 +59,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _timed(step: Callable[[list[str]], int], batches: list[list[str]], warmup: int, device: torch.device) -> dict[str, float]:
-    for b in batches[:warmup]:
-        step(b)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    tokens, seqs, start = 0, 0, time.perf_counter()
-    for b in batches[warmup:]:
-        tokens += step(b)
-        seqs += len(b)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    secs = time.perf_counter() - start
-    return {"seconds": secs, "tokens_per_s": tokens / secs, "sequences_per_s": seqs / secs,
-            "peak_memory_mb": _peak_memory_mb(device)}
 
 
 # --- the two distillation steps -------------------------------------------------------------
@@ -151,6 +135,48 @@ def naive_step(teacher_folder: str, student_folder: str, tokenizer, max_length: 
     return step
 
 
+# --- the peer: TextBrewer -----------------------------------------------------------------
+
+
+def textbrewer_missing() -> Optional[str]:
+    """None when TextBrewer (``pip install .[bench]``) can be imported, else why not."""
+    try:
+        import textbrewer  # noqa: F401
+    except Exception as err:  # ImportError, or one of its own imports failing
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def textbrewer_distiller(teacher: Bert, student: Bert, device: torch.device, out_dir: str):
+    """TextBrewer's ``GeneralDistiller`` configured as the course's step, and its optimiser.
+
+    The same models, layer mapping and losses: hidden-state MSE through one linear projection
+    per mapped layer (embeddings included) and MSE of the raw attention scores, both over real
+    tokens only (TextBrewer's ``hidden_mse`` / ``attention_mse`` with ``inputs_mask``); AdamW
+    at the same learning rate and weight decay, written as its documentation does.
+    """
+    from textbrewer import DistillationConfig, GeneralDistiller, TrainingConfig
+
+    mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    widths = [student.config.hidden_size, teacher.config.hidden_size]
+    matches = [{"layer_T": 0, "layer_S": 0, "feature": "hidden", "loss": "hidden_mse", "weight": 1, "proj": ["linear", *widths]}]
+    for m, g in enumerate(mapping, start=1):
+        matches.append({"layer_T": g, "layer_S": m, "feature": "hidden", "loss": "hidden_mse", "weight": 1, "proj": ["linear", *widths]})
+        matches.append({"layer_T": g - 1, "layer_S": m - 1, "feature": "attention", "loss": "attention_mse", "weight": 1})
+
+    def adaptor(batch: dict[str, torch.Tensor], out: Any) -> dict[str, Any]:
+        return {"hidden": out.hidden_states, "attention": out.attention_scores, "inputs_mask": batch["attention_mask"]}
+
+    teacher.eval()
+    student.train()
+    train_config = TrainingConfig(device=str(device), output_dir=out_dir, log_dir=out_dir)
+    distiller = GeneralDistiller(train_config, DistillationConfig(intermediate_matches=matches), teacher, student, adaptor, adaptor)
+    decay = [p for p in student.parameters() if p.ndim >= 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                   {"params": [p for p in student.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-4)
+    return distiller, optimizer
+
+
 # --- inference latency ----------------------------------------------------------------------
 
 
@@ -175,40 +201,150 @@ def inference_latency(model: Bert, sentences: list[str], batch_size: int, repeat
     return {"batch_size": batch_size, "median_ms": median * 1000, "sentences_per_s": batch_size / median}
 
 
-# --- command line ---------------------------------------------------------------------------
+# --- command line: every variant in its own process, all driven in lockstep ------------------
+#
+# Each variant (course, textbrewer, naive) runs in a worker process of its own (its own memory
+# peak, its own process-wide settings), and the parent hands the same batch to each worker in
+# turn: batch i of every variant runs within seconds of the others, so a change in the machine's
+# load reaches all variants alike and the ratios hold even on a shared machine.
+
+
+class _Commands:
+    """The worker's batches, one per command line on stdin: ``run MODE I`` or ``quit``.
+
+    Iterated by the worker's own loop (TextBrewer's ``train``, or a plain ``for``): when the
+    loop asks for the next batch, the previous one is finished, and its seconds go to stdout.
+    """
+
+    def __init__(self, batches: dict[str, list[list[str]]], device: torch.device) -> None:
+        self.batches, self.device, self.started = batches, device, None
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.batches.values())
+
+    def __iter__(self):
+        while True:
+            if self.started is not None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                print(f"BENCH {time.perf_counter() - self.started:.6f}", flush=True)
+            line = sys.stdin.readline().split()
+            if not line or line[0] == "quit":
+                return
+            batch = self.batches[line[1]][int(line[2])]
+            self.started = time.perf_counter()
+            yield batch
 
 
 def _variant_main(args: argparse.Namespace) -> int:
-    """Run one variant in this process and print its figures as JSON (used by the parent run)."""
-    from .students import build_student
+    """A worker: build one variant, then run the batches the parent names (see ``_Commands``)."""
     from .teachers import load_teacher, resolve_teacher_folder
 
     torch.manual_seed(0)
     device = torch.device(args.device)
     teacher = load_teacher(args.teacher).to(device)
-    batches = sst2_sentence_batches(args.batches + args.warmup, args.batch_size)
-    if args.variant == "course":
-        student = build_student(args.student, teacher=teacher).to(device)
-        step = course_step(teacher, student, args.max_length, device)
-        batches = length_grouped(batches, teacher.tokenizer)
+    tok = teacher.tokenizer
+    commands = _Commands(_bench_batches(args, tok), device)
+    student = Bert.from_folder(args.student_folder).to(device)  # the same initial weights for every variant
+    if args.variant == "textbrewer":
+        with tempfile.TemporaryDirectory() as tmp:
+            distiller, optimizer = textbrewer_distiller(teacher, student, device, tmp)
+            tokenize = lambda sentences: dict(tok(sentences, padding=True, truncation=True, max_length=args.max_length,  # noqa: E731
+                                                  return_tensors="pt"))
+            distiller.train(optimizer, commands, num_epochs=1, max_grad_norm=1.0, batch_postprocessor=tokenize)
     else:
-        step = naive_step(str(resolve_teacher_folder(args.teacher)), args.student_folder, teacher.tokenizer, args.max_length, device)
-        del teacher
-    print(json.dumps(_timed(step, batches, args.warmup, device)))
+        if args.variant == "course":
+            step = course_step(teacher, student, args.max_length, device)
+        else:
+            step = naive_step(str(resolve_teacher_folder(args.teacher)), args.student_folder, tok, args.max_length, device)
+            del teacher
+        for sentences in commands:
+            step(sentences)
+    print(f"BENCH {_peak_memory_mb(device):.1f}", flush=True)  # peak memory, MB
     return 0
+
+
+def _bench_batches(args: argparse.Namespace, tokenizer) -> dict[str, list[list[str]]]:
+    """The same batches in every process: random ones, and the same sentences length-grouped."""
+    batches = sst2_sentence_batches(args.batches + args.warmup, args.batch_size)
+    grouped = length_grouped(batches, tokenizer)
+    order = torch.randperm(len(grouped), generator=torch.Generator().manual_seed(1)).tolist()
+    return {"random": batches, "grouped": [grouped[i] for i in order]}  # grouped batches in a random order, as the sampler gives
+
+
+class _Worker:
+    def __init__(self, command: list[str], log: Path) -> None:
+        self.log = log  # progress bars and warnings go there, not to the table
+        with open(log, "w") as err:
+            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+        self.idle = True
+
+    def run(self, mode: str, i: int) -> Optional[float]:
+        """Start batch ``i`` of ``mode``; return the seconds of the batch before it (None for the first)."""
+        self.proc.stdin.write(f"run {mode} {i}\n")
+        self.proc.stdin.flush()
+        if self.idle:
+            self.idle = False
+            return None
+        return float(self._line())
+
+    def finish(self) -> tuple[float, float]:
+        """The last batch's seconds and the worker's peak memory."""
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        last = float(self._line())
+        memory = float(self._line())
+        self.proc.wait()
+        return last, memory
+
+    def _line(self) -> str:
+        """The worker's next figure (lines without the BENCH tag are a library's own output)."""
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"benchmark worker {self.proc.args[-1]!r} stopped (exit code {self.proc.wait()}); "
+                                   f"its messages are in {self.log}")
+            if line.startswith("BENCH "):
+                return line.split()[1]
+
+
+def compare_steps(args: argparse.Namespace, student_folder: str, variants: list[str], log_dir: Path) -> dict[str, Any]:
+    """Seconds per batch of each variant on the same batches, run in lockstep (see above)."""
+    common = [sys.executable, "-m", "tinybert_lib.bench", "--teacher", args.teacher, "--student", args.student,
+              "--batches", str(args.batches), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+              "--max-length", str(args.max_length), "--device", args.device, "--student-folder", student_folder]
+    workers = {v: _Worker(common + ["--variant", v], log_dir / f"{v}.log") for v in variants}
+    n = args.batches + args.warmup
+    seconds = {v: {"random": [], "grouped": []} for v in variants}
+    plan = [(mode, i) for mode in ("random", "grouped") for i in range(n)]
+    for k, (mode, i) in enumerate(plan):
+        order = variants[k % len(variants):] + variants[:k % len(variants)]  # who goes first rotates
+        for v in order:
+            t = workers[v].run(mode, i)
+            if t is not None:
+                seconds[v][plan[k - 1][0]].append(t)
+    results: dict[str, Any] = {}
+    for v, w in workers.items():
+        last, memory = w.finish()
+        seconds[v][plan[-1][0]].append(last)
+        results[v] = {"peak_memory_mb": memory}
+        for mode in ("random", "grouped"):
+            timed = sum(seconds[v][mode][args.warmup:])
+            results[v][mode] = {"seconds": timed, "sequences_per_s": args.batches * args.batch_size / timed}
+    return results
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinybert_lib.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="minilm")
     parser.add_argument("--student", default="minilm-3l-192d")
-    parser.add_argument("--batches", type=int, default=10, help="timed distillation steps per variant")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=12, help="timed distillation steps per variant and batch order")
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--variant", choices=["course", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=["course", "textbrewer", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--student-folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant:
@@ -223,30 +359,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.manual_seed(0)
     student = build_student(args.student, teacher=teacher).to(device)
     results: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads(),
-                               "batch_size": args.batch_size, "max_length": args.max_length}
+                               "batch_size": args.batch_size, "max_length": args.max_length, "batches": args.batches}
+    variants = ["course", "textbrewer", "naive"]
+    missing = textbrewer_missing()
+    if missing:
+        print(f"TextBrewer not importable ({missing}): skipped; `pip install .[bench]` adds it.")
+        variants.remove("textbrewer")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         student_folder = export_hf(student, teacher.tokenizer, Path(tmp) / "student")
-        common = [sys.executable, "-m", "tinybert_lib.bench", "--teacher", args.teacher, "--student", args.student,
-                  "--batches", str(args.batches), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-                  "--max-length", str(args.max_length), "--device", args.device, "--student-folder", str(student_folder)]
-        for variant in ("course", "naive"):
-            out = subprocess.run(common + ["--variant", variant], capture_output=True, text=True, check=True).stdout
-            results[variant] = json.loads(out.strip().splitlines()[-1])
-    c, n = results["course"], results["naive"]
-    results["speedup_tokens_per_s"] = c["tokens_per_s"] / n["tokens_per_s"]
-    results["memory_ratio_naive_over_course"] = n["peak_memory_mb"] / c["peak_memory_mb"]
+        results.update(compare_steps(args, str(student_folder), variants, Path(tmp)))
+    results["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    for peer in variants[1:]:
+        for mode in ("random", "grouped"):
+            results[f"course_over_{peer}_{mode}"] = results["course"][mode]["sequences_per_s"] / results[peer][mode]["sequences_per_s"]
 
     sentences = [s for b in sst2_sentence_batches(1, 32, seed=1) for s in b]
     results["latency"] = {name: [inference_latency(m, sentences, bs, device=device) for bs in (1, 32)]
                           for name, m in (("teacher", teacher), ("student", student))}
 
-    print(f"distillation step, {args.batches} batches of {args.batch_size} SST-2 sentences on {device}:")
-    print(f"  {'variant':<8} {'tokens/s':>10} {'seqs/s':>8} {'peak MB':>9}")
-    for name in ("course", "naive"):
+    print(f"distillation step, {args.batches} batches of {args.batch_size} SST-2 sentences on {device} "
+          f"({results['torch_threads']} threads), every variant on the same batches, in lockstep:")
+    print(f"  {'variant':<11} {'random seqs/s':>14} {'grouped seqs/s':>15} {'peak MB':>9}")
+    for name in variants:
         r = results[name]
-        print(f"  {name:<8} {r['tokens_per_s']:>10.0f} {r['sequences_per_s']:>8.1f} {r['peak_memory_mb']:>9.0f}")
-    print(f"  course / naive throughput: {results['speedup_tokens_per_s']:.2f}x; "
-          f"naive / course peak memory: {results['memory_ratio_naive_over_course']:.2f}x")
+        print(f"  {name:<11} {r['random']['sequences_per_s']:>14.1f} {r['grouped']['sequences_per_s']:>15.1f} {r['peak_memory_mb']:>9.0f}")
+    for peer in variants[1:]:
+        print(f"  course / {peer}: {results[f'course_over_{peer}_random']:.2f}x on random batches, "
+              f"{results[f'course_over_{peer}_grouped']:.2f}x length-grouped")
+    print(f"  load average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {', '.join(f'{x:.2f}' for x in results['load_average']['after'])}")
     print("inference latency (median) and throughput:")
     for name, rows in results["latency"].items():
         for r in rows:
