@@ -135,6 +135,102 @@ def naive_step(teacher_folder: str, student_folder: str, tokenizer, max_length: 
     return step
 
 
+# --- what a step costs ----------------------------------------------------------------------
+
+PHASES = ("teacher forward", "student forward", "losses", "backward", "optimizer")
+
+
+def matmul_gflops(shapes: Optional[list[tuple[int, int, int]]] = None, tokens: int = 32 * 14, repeats: int = 20) -> dict[str, float]:
+    """This machine's float32 matrix-product rate (GFLOP/s) at the shapes of a distillation step.
+
+    ``shapes``: (M, K, N) products, by default those of the default teacher (384 wide, 1536 in
+    the feed-forward block) and student (192, 768) on ``tokens`` rows (32 SST-2 sentences of
+    about 14 tokens). Returns the rate of each shape (``"MxKxN"``) and, under ``"all"``, the
+    rate over all of them together: the most a step made of these products could reach.
+    """
+    shapes = shapes or [(tokens, 384, 384), (tokens, 384, 1536), (tokens, 1536, 384),
+                        (tokens, 192, 192), (tokens, 192, 768), (tokens, 768, 192), (tokens, 192, 384)]
+    out, total_flops, total_s = {}, 0.0, 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):  # warm-up: thread pool, caches
+            a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        secs = (time.perf_counter() - start) / repeats
+        out[f"{m}x{k}x{n}"] = 2 * m * k * n / secs / 1e9
+        total_flops, total_s = total_flops + 2 * m * k * n, total_s + secs
+    out["all"] = total_flops / total_s / 1e9
+    return out
+
+
+def profile_step(teacher: Bert, student: Bert, sentences: Optional[list[list[str]]] = None, *, max_length: int = 64,
+                 steps: int = 5, warmup: int = 2, top: int = 10, device: Optional[torch.device] = None) -> dict[str, Any]:
+    """Where the time of the course's distillation step goes, measured with ``torch.profiler``.
+
+    Runs ``warmup`` then ``steps`` steps of ``course_step`` (the step ``fit`` runs in the
+    pipeline's stages) on ``sentences`` (batches of sentences; default: random SST-2 batches of
+    32), training ``student``. Returns:
+
+    - ``ms_per_step``, ``sequences_per_s``: wall-clock time of the profiled steps;
+    - ``phases``: ms per step in each of ``PHASES`` (teacher forward, student forward, losses,
+      backward, optimizer) and ``other`` (tokenising, the loop's own work);
+    - ``top_ops``: the ``top`` operators by time spent in them, ``(name, ms per step, calls per step)``;
+    - ``gflop_per_step`` (matrix products, counted by ``estimate.step_flops`` at each batch's
+      padded length) and ``achieved_gflops`` = those FLOPs / time, to set beside ``matmul_gflops()``.
+
+    The profiler adds a little time of its own, so ``sequences_per_s`` is slightly below ``make bench``'s.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from .estimate import step_flops
+
+    device = device or next(student.parameters()).device
+    batches = sentences or sst2_sentence_batches(warmup + steps, 32)
+    if len(batches) < warmup + steps:
+        raise ValueError(f"profile_step needs warmup + steps = {warmup + steps} batches, got {len(batches)}")
+    step = course_step(teacher, student, max_length, device)
+    for b in batches[:warmup]:
+        step(b)
+    timed = batches[warmup:warmup + steps]
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b in timed:
+            step(b)
+    seconds = time.perf_counter() - start
+    events = prof.key_averages()
+    ms = {e.key: e.cpu_time_total / 1000 / steps for e in events}
+    phases = {name: ms.get(name, 0.0) for name in PHASES}
+    phases["other"] = max(seconds * 1000 / steps - sum(phases.values()), 0.0)
+    ops = sorted((e for e in events if e.key not in PHASES and not e.key.startswith(("ProfilerStep", "Optimizer."))),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    lengths = [teacher.tokenizer(b, padding=True, truncation=True, max_length=max_length, return_tensors="pt")["input_ids"].shape
+               for b in timed]
+    flops = sum(step_flops(teacher.config, student.config, n, t, "general") for n, t in lengths)
+    return {
+        "ms_per_step": seconds * 1000 / steps,
+        "sequences_per_s": sum(len(b) for b in timed) / seconds,
+        "phases": phases,
+        "top_ops": [(e.key, e.self_cpu_time_total / 1000 / steps, e.count / steps) for e in ops],
+        "gflop_per_step": flops / steps / 1e9,
+        "achieved_gflops": flops / seconds / 1e9,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def profile_table(result: dict[str, Any]) -> str:
+    """``profile_step``'s result as a few lines of text, for a lesson to print."""
+    total = result["ms_per_step"]
+    lines = [f"one step: {total:.0f} ms ({result['sequences_per_s']:.1f} sequences/s, {result['threads']} threads); "
+             f"{result['gflop_per_step']:.1f} GFLOP of matrix products -> {result['achieved_gflops']:.0f} GFLOP/s achieved",
+             f"  {'phase':<18}{'ms/step':>9}{'share':>8}"]
+    lines += [f"  {name:<18}{v:>9.1f}{v / total:>8.0%}" for name, v in result["phases"].items()]
+    lines.append(f"  {'operator':<32}{'ms/step':>9}{'calls/step':>12}")
+    lines += [f"  {name:<32}{v:>9.1f}{calls:>12.0f}" for name, v, calls in result["top_ops"]]
+    return "\n".join(lines)
+
+
 # --- the peer: TextBrewer -----------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from accelerate.state import AcceleratorState, GradientState, is_initialized
 from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from .runtime import keep_freed_memory, world_size
@@ -140,12 +141,14 @@ def training_step(accelerator: Accelerator, train_step: nn.Module, batch: dict[s
     clipping and the optimiser step. ``bench.course_step`` times this same function."""
     with accelerator.accumulate(train_step):
         losses = train_step(batch)
-        accelerator.backward(losses["total"])
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        with record_function("backward"):  # the phases bench.profile_step reports
+            accelerator.backward(losses["total"])
+        with record_function("optimizer"):
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
     return losses
 
 
