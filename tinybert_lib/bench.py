@@ -1,18 +1,21 @@
-"""Benchmarks that print figures: distillation-step throughput and inference latency.
+"""Benchmarks that print figures: distillation-step throughput, what a step costs, inference latency.
 
 ``python -m tinybert_lib.bench`` (``make bench``) measures, on the same teacher, student and
 SST-2 batches, in one run:
 
-- the course's distillation step (teacher in eval mode under ``no_grad``, dynamic padding with
-  length-grouped batches, raw attention scores from the course model) against a *naive* step
+- the course's distillation step (``course_step``: the loss closure and training step that
+  ``fit`` runs in the pipeline's stages) against TextBrewer 0.2.1's ``GeneralDistiller``
+  configured alike (when it is installed: ``make bench-peer``) and against a *naive* step
   written the common way (teacher and student inside one ``nn.Module``, the teacher tracking
   gradients, every batch padded to the maximum length, ``transformers`` models with
-  ``output_attentions=True``): tokens/s, sequences/s, and peak memory, each variant measured in
-  its own process so one's memory does not hide the other's;
+  ``output_attentions=True``): sequences/s on random batches and on the same sentences
+  length-grouped, and peak memory. Each variant runs in its own process; the parent hands
+  every batch to each of them in turn (lockstep), so the ratios survive a varying machine load;
 - inference latency of teacher vs student at batch 1 and batch 32 (median of repeated runs after
   warm-up) and throughput in sentences/s.
 
-Nothing here is asserted in a test: timings depend on the machine; they are printed.
+``profile_step`` / ``profile_table`` and ``matmul_gflops`` say where the time of one step goes
+(lesson 06). Nothing here is asserted in a test: timings depend on the machine; they are printed.
 """
 
 from __future__ import annotations
@@ -408,7 +411,8 @@ def compare_steps(args: argparse.Namespace, student_folder: str, variants: list[
     """Seconds per batch of each variant on the same batches, run in lockstep (see above)."""
     common = [sys.executable, "-m", "tinybert_lib.bench", "--teacher", args.teacher, "--student", args.student,
               "--batches", str(args.batches), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-              "--max-length", str(args.max_length), "--device", args.device, "--student-folder", student_folder]
+              "--max-length", str(args.max_length), "--device", args.device, "--student-folder", student_folder,
+              "--threads", str(torch.get_num_threads())]
     workers = {v: _Worker(common + ["--variant", v], log_dir / f"{v}.log") for v in variants}
     n = args.batches + args.warmup
     seconds = {v: {"random": [], "grouped": []} for v in variants}
@@ -439,10 +443,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads in each variant's process (default: torch's)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--variant", choices=["course", "textbrewer", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--student-folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.variant:
         return _variant_main(args)
 
