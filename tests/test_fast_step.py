@@ -152,3 +152,26 @@ def test_training_steps_match_a_plain_reference(mapping_kind):
         assert abs(float(got.detach()) - float(ref.detach())) / float(ref.detach()) < 1e-5
     for a, b in zip(list(student.parameters()) + list(projections.parameters()), ref_params):
         assert rel_err(a.detach(), b.detach()) < 1e-4
+
+
+def test_teacher_on_real_tokens_only_matches_the_padded_pass_where_it_counts():
+    teacher, _ = _tiny_pair()
+    ids = torch.randint(1, 60, (4, 9))
+    mask = _mask(4, 9, [9, 2, 5, 1])
+    m = mask.bool()
+    with torch.no_grad():
+        full = teacher(input_ids=ids, attention_mask=mask, num_layers=3)
+        fast = teacher(input_ids=ids, attention_mask=mask, num_layers=3, skip_padding=True)
+    pairs = m[:, None, :, None] & m[:, None, None, :]
+    for a, b in zip(full.hidden_states, fast.hidden_states):
+        assert rel_err(b[m], a[m]) < 1e-5
+    for a, b in zip(full.attention_scores, fast.attention_scores):
+        assert rel_err(b.masked_select(pairs), a.masked_select(pairs)) < 1e-5
+    for kind in ("mse", "kl"):  # the masked losses cannot tell the two passes apart
+        s = Bert(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=32, max_position_embeddings=32))(input_ids=ids, attention_mask=mask)
+        from tinybert_lib.losses import transformer_loss
+
+        got = transformer_loss(s, fast, [1, 3], None, attention_mask=mask, attention_kind=kind)["total"]
+        ref = transformer_loss(s, full, [1, 3], None, attention_mask=mask, attention_kind=kind)["total"]
+        assert abs(float(got.detach()) - float(ref.detach())) / float(ref.detach()) < 1e-5
