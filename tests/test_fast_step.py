@@ -175,3 +175,17 @@ def test_teacher_on_real_tokens_only_matches_the_padded_pass_where_it_counts():
         got = transformer_loss(s, fast, [1, 3], None, attention_mask=mask, attention_kind=kind)["total"]
         ref = transformer_loss(s, full, [1, 3], None, attention_mask=mask, attention_kind=kind)["total"]
         assert abs(float(got.detach()) - float(ref.detach())) / float(ref.detach()) < 1e-5
+
+
+def test_profile_step_reports_phases_operators_and_rates(teacher, sentences):
+    from tinybert_lib.bench import PHASES, matmul_gflops, profile_step, profile_table
+    from tinybert_lib.students import build_student
+
+    student = build_student("minilm-3l-192d", teacher=teacher)
+    result = profile_step(teacher, student, [sentences, sentences], steps=1, warmup=1, top=3)
+    assert set(result["phases"]) == set(PHASES) | {"other"}
+    assert result["phases"]["teacher forward"] > 0 and result["phases"]["optimizer"] > 0
+    assert len(result["top_ops"]) == 3 and result["gflop_per_step"] > 0 and result["achieved_gflops"] > 0
+    assert "teacher forward" in profile_table(result)
+    rates = matmul_gflops([(8, 16, 4)], repeats=2)
+    assert set(rates) == {"8x16x4", "all"} and rates["all"] > 0
