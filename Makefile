@@ -10,7 +10,7 @@ NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeou
 # instead of the vectorised ones. The checked outputs must not change (see README, "Tests").
 FLIPPED := $(shell cat tests/flipped-arithmetic.env)
 
-.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish bench clean
+.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish bench bench-peer clean
 
 setup: $(VENV)/.installed data  ## virtual environment, pinned packages, course kernel, data
 
@@ -45,9 +45,12 @@ run: setup  ## execute every lesson with papermill: make run [PROFILE=cpu|smoke|
 publish: setup  ## make run, then store the outputs in notebooks/ (and re-run solutions/)
 	$(PY) scripts/run_course.py --profile $(PROFILE) --build $(BUILD) --publish
 
-bench: setup  ## distillation-step throughput (course vs naive loop) and teacher/student latency, printed
+bench: setup  ## distillation-step throughput (course vs TextBrewer, if installed, vs naive loop) and latency, printed
 	mkdir -p $(BUILD)
 	$(PY) -m tinybert_lib.bench --json $(BUILD)/bench.json
+
+bench-peer: $(VENV)/.installed  ## install TextBrewer 0.2.1 (the peer `make bench` compares with), without tensorboard
+	$(PY) -m pip install --quiet --no-deps textbrewer==0.2.1 tensorboardX==2.6.5 protobuf==7.36.2
 
 clean:  ## remove build outputs and caches (not the data, not the venv)
 	rm -rf $(BUILD) .pytest_cache

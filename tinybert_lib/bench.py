@@ -1,24 +1,28 @@
-"""Benchmarks that print figures: distillation-step throughput and inference latency.
+"""Benchmarks that print figures: distillation-step throughput, what a step costs, inference latency.
 
 ``python -m tinybert_lib.bench`` (``make bench``) measures, on the same teacher, student and
 SST-2 batches, in one run:
 
-- the course's distillation step (teacher in eval mode under ``no_grad``, dynamic padding with
-  length-grouped batches, raw attention scores from the course model) against a *naive* step
+- the course's distillation step (``course_step``: the loss closure and training step that
+  ``fit`` runs in the pipeline's stages) against TextBrewer 0.2.1's ``GeneralDistiller``
+  configured alike (when it is installed: ``make bench-peer``) and against a *naive* step
   written the common way (teacher and student inside one ``nn.Module``, the teacher tracking
   gradients, every batch padded to the maximum length, ``transformers`` models with
-  ``output_attentions=True``): tokens/s, sequences/s, and peak memory, each variant measured in
-  its own process so one's memory does not hide the other's;
+  ``output_attentions=True``): sequences/s on random batches and on the same sentences
+  length-grouped, and peak memory. Each variant runs in its own process; the parent hands
+  every batch to each of them in turn (lockstep), so the ratios survive a varying machine load;
 - inference latency of teacher vs student at batch 1 and batch 32 (median of repeated runs after
   warm-up) and throughput in sentences/s.
 
-Nothing here is asserted in a test: timings depend on the machine; they are printed.
+``profile_step`` / ``profile_table`` and ``matmul_gflops`` say where the time of one step goes
+(lesson 06). Nothing here is asserted in a test: timings depend on the machine; they are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -33,7 +37,8 @@ from torch import nn
 
 from .bert import Bert
 from .data import load_sst2
-from .losses import layer_map, make_projections, transformer_loss
+from .losses import layer_map, make_projections
+from .runtime import keep_freed_memory
 
 
 def sst2_sentence_batches(n_batches: int, batch_size: int, seed: int = 0) -> list[list[str]]:
@@ -59,44 +64,38 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _timed(step: Callable[[list[str]], int], batches: list[list[str]], warmup: int, device: torch.device) -> dict[str, float]:
-    for b in batches[:warmup]:
-        step(b)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    tokens, seqs, start = 0, 0, time.perf_counter()
-    for b in batches[warmup:]:
-        tokens += step(b)
-        seqs += len(b)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    secs = time.perf_counter() - start
-    return {"seconds": secs, "tokens_per_s": tokens / secs, "sequences_per_s": seqs / secs,
-            "peak_memory_mb": _peak_memory_mb(device)}
-
-
 # --- the two distillation steps -------------------------------------------------------------
 
 
-def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.device) -> Callable[[list[str]], int]:
-    """One course distillation step (Transformer-layer losses) on a list of sentences."""
+def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.device, lr: float = 1e-4,
+                max_grad_norm: float = 1.0) -> Callable[[list[str]], int]:
+    """One course distillation step (Transformer-layer losses) on a list of sentences.
+
+    The step of the pipeline's stages: ``distill.layer_distillation_loss`` for the loss and
+    ``training.training_step`` (the body of ``fit``) with ``fit``'s optimiser, at a constant
+    learning rate ``lr``. Returns a function that takes sentences and gives their real token count.
+    """
+    from .distill import layer_distillation_loss
+    from .training import TrainStep, make_accelerator, make_optimizer, training_step
+
     mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
     projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers).to(device)
-    opt = torch.optim.AdamW(list(student.parameters()) + list(projections.parameters()), lr=1e-4)
     teacher.eval()
     student.train()
+    modules = {"student": student, "projections": projections}
+    accelerator = make_accelerator(device)
+    optimizer = make_optimizer(modules.values(), lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    loss_fn = layer_distillation_loss(teacher, student, mapping, projections)
+    train_step, optimizer, scheduler = accelerator.prepare(TrainStep(modules, loss_fn), optimizer, scheduler)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     tok = teacher.tokenizer
+    if device.type == "cpu":
+        keep_freed_memory()  # as fit does
 
     def step(sentences: list[str]) -> int:
-        batch = tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-        with torch.no_grad():
-            t = teacher(**batch)
-        s = student(**batch)
-        loss = transformer_loss(s, t, mapping, projections, attention_mask=batch["attention_mask"])["total"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        batch = dict(tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device))
+        training_step(accelerator, train_step, batch, optimizer, scheduler, params, max_grad_norm)
         return int(batch["attention_mask"].sum())
 
     return step
@@ -139,6 +138,144 @@ def naive_step(teacher_folder: str, student_folder: str, tokenizer, max_length: 
     return step
 
 
+# --- what a step costs ----------------------------------------------------------------------
+
+PHASES = ("teacher forward", "student forward", "losses", "backward", "optimizer")
+
+
+def matmul_gflops(shapes: Optional[list[tuple[int, int, int]]] = None, tokens: int = 32 * 14, repeats: int = 20) -> dict[str, float]:
+    """This machine's float32 matrix-product rate (GFLOP/s) at the shapes of a distillation step.
+
+    ``shapes``: (M, K, N) products, by default those of the default teacher (384 wide, 1536 in
+    the feed-forward block) and student (192, 768) on ``tokens`` rows (32 SST-2 sentences of
+    about 14 tokens). Returns the rate of each shape (``"MxKxN"``) and, under ``"all"``, the
+    rate over all of them together: the most a step made of these products could reach.
+    """
+    shapes = shapes or [(tokens, 384, 384), (tokens, 384, 1536), (tokens, 1536, 384),
+                        (tokens, 192, 192), (tokens, 192, 768), (tokens, 768, 192), (tokens, 192, 384)]
+    out, total_flops, total_s = {}, 0.0, 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):  # warm-up: thread pool, caches
+            a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        secs = (time.perf_counter() - start) / repeats
+        out[f"{m}x{k}x{n}"] = 2 * m * k * n / secs / 1e9
+        total_flops, total_s = total_flops + 2 * m * k * n, total_s + secs
+    out["all"] = total_flops / total_s / 1e9
+    return out
+
+
+def profile_step(teacher: Bert, student: Bert, sentences: Optional[list[list[str]]] = None, *, max_length: int = 64,
+                 steps: int = 5, warmup: int = 2, top: int = 10, device: Optional[torch.device] = None) -> dict[str, Any]:
+    """Where the time of the course's distillation step goes, measured with ``torch.profiler``.
+
+    Runs ``warmup`` then ``steps`` steps of ``course_step`` (the step ``fit`` runs in the
+    pipeline's stages) on ``sentences`` (batches of sentences; default: random SST-2 batches of
+    32), training ``student``. Returns:
+
+    - ``ms_per_step``, ``sequences_per_s``: wall-clock time of the profiled steps;
+    - ``phases``: ms per step in each of ``PHASES`` (teacher forward, student forward, losses,
+      backward, optimizer) and ``other`` (tokenising, the loop's own work);
+    - ``top_ops``: the ``top`` operators by time spent in them, ``(name, ms per step, calls per step)``;
+    - ``gflop_per_step`` (matrix products, counted by ``estimate.step_flops`` at each batch's
+      padded length) and ``achieved_gflops`` = those FLOPs / time, to set beside ``matmul_gflops()``.
+
+    The profiler adds a little time of its own, so ``sequences_per_s`` is slightly below ``make bench``'s.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from .estimate import step_flops
+
+    device = device or next(student.parameters()).device
+    batches = sentences or sst2_sentence_batches(warmup + steps, 32)
+    if len(batches) < warmup + steps:
+        raise ValueError(f"profile_step needs warmup + steps = {warmup + steps} batches, got {len(batches)}")
+    step = course_step(teacher, student, max_length, device)
+    for b in batches[:warmup]:
+        step(b)
+    timed = batches[warmup:warmup + steps]
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b in timed:
+            step(b)
+    seconds = time.perf_counter() - start
+    events = prof.key_averages()
+    ms = {e.key: e.cpu_time_total / 1000 / steps for e in events}
+    phases = {name: ms.get(name, 0.0) for name in PHASES}
+    phases["other"] = max(seconds * 1000 / steps - sum(phases.values()), 0.0)
+    ops = sorted((e for e in events if e.key not in PHASES and not e.key.startswith(("ProfilerStep", "Optimizer."))),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    lengths = [teacher.tokenizer(b, padding=True, truncation=True, max_length=max_length, return_tensors="pt")["input_ids"].shape
+               for b in timed]
+    flops = sum(step_flops(teacher.config, student.config, n, t, "general") for n, t in lengths)
+    return {
+        "ms_per_step": seconds * 1000 / steps,
+        "sequences_per_s": sum(len(b) for b in timed) / seconds,
+        "phases": phases,
+        "top_ops": [(e.key, e.self_cpu_time_total / 1000 / steps, e.count / steps) for e in ops],
+        "gflop_per_step": flops / steps / 1e9,
+        "achieved_gflops": flops / seconds / 1e9,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def profile_table(result: dict[str, Any]) -> str:
+    """``profile_step``'s result as a few lines of text, for a lesson to print."""
+    total = result["ms_per_step"]
+    lines = [f"one step: {total:.0f} ms ({result['sequences_per_s']:.1f} sequences/s, {result['threads']} threads); "
+             f"{result['gflop_per_step']:.1f} GFLOP of matrix products -> {result['achieved_gflops']:.0f} GFLOP/s achieved",
+             f"  {'phase':<18}{'ms/step':>9}{'share':>8}"]
+    lines += [f"  {name:<18}{v:>9.1f}{v / total:>8.0%}" for name, v in result["phases"].items()]
+    lines.append(f"  {'operator':<32}{'ms/step':>9}{'calls/step':>12}")
+    lines += [f"  {name:<32}{v:>9.1f}{calls:>12.0f}" for name, v, calls in result["top_ops"]]
+    return "\n".join(lines)
+
+
+# --- the peer: TextBrewer -----------------------------------------------------------------
+
+
+def textbrewer_missing() -> Optional[str]:
+    """None when TextBrewer (``pip install .[bench]``) can be imported, else why not."""
+    try:
+        import textbrewer  # noqa: F401
+    except Exception as err:  # ImportError, or one of its own imports failing
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def textbrewer_distiller(teacher: Bert, student: Bert, device: torch.device, out_dir: str):
+    """TextBrewer's ``GeneralDistiller`` configured as the course's step, and its optimiser.
+
+    The same models, layer mapping and losses: hidden-state MSE through one linear projection
+    per mapped layer (embeddings included) and MSE of the raw attention scores, both over real
+    tokens only (TextBrewer's ``hidden_mse`` / ``attention_mse`` with ``inputs_mask``); AdamW
+    at the same learning rate and weight decay, written as its documentation does.
+    """
+    from textbrewer import DistillationConfig, GeneralDistiller, TrainingConfig
+
+    mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    widths = [student.config.hidden_size, teacher.config.hidden_size]
+    matches = [{"layer_T": 0, "layer_S": 0, "feature": "hidden", "loss": "hidden_mse", "weight": 1, "proj": ["linear", *widths]}]
+    for m, g in enumerate(mapping, start=1):
+        matches.append({"layer_T": g, "layer_S": m, "feature": "hidden", "loss": "hidden_mse", "weight": 1, "proj": ["linear", *widths]})
+        matches.append({"layer_T": g - 1, "layer_S": m - 1, "feature": "attention", "loss": "attention_mse", "weight": 1})
+
+    def adaptor(batch: dict[str, torch.Tensor], out: Any) -> dict[str, Any]:
+        return {"hidden": out.hidden_states, "attention": out.attention_scores, "inputs_mask": batch["attention_mask"]}
+
+    teacher.eval()
+    student.train()
+    train_config = TrainingConfig(device=str(device), output_dir=out_dir, log_dir=out_dir)
+    distiller = GeneralDistiller(train_config, DistillationConfig(intermediate_matches=matches), teacher, student, adaptor, adaptor)
+    decay = [p for p in student.parameters() if p.ndim >= 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                   {"params": [p for p in student.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=1e-4)
+    return distiller, optimizer
+
+
 # --- inference latency ----------------------------------------------------------------------
 
 
@@ -163,42 +300,156 @@ def inference_latency(model: Bert, sentences: list[str], batch_size: int, repeat
     return {"batch_size": batch_size, "median_ms": median * 1000, "sentences_per_s": batch_size / median}
 
 
-# --- command line ---------------------------------------------------------------------------
+# --- command line: every variant in its own process, all driven in lockstep ------------------
+#
+# Each variant (course, textbrewer, naive) runs in a worker process of its own (its own memory
+# peak, its own process-wide settings), and the parent hands the same batch to each worker in
+# turn: batch i of every variant runs within seconds of the others, so a change in the machine's
+# load reaches all variants alike and the ratios hold even on a shared machine.
+
+
+class _Commands:
+    """The worker's batches, one per command line on stdin: ``run MODE I`` or ``quit``.
+
+    Iterated by the worker's own loop (TextBrewer's ``train``, or a plain ``for``): when the
+    loop asks for the next batch, the previous one is finished, and its seconds go to stdout.
+    """
+
+    def __init__(self, batches: dict[str, list[list[str]]], device: torch.device) -> None:
+        self.batches, self.device, self.started = batches, device, None
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.batches.values())
+
+    def __iter__(self):
+        while True:
+            if self.started is not None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                print(f"BENCH {time.perf_counter() - self.started:.6f}", flush=True)
+            line = sys.stdin.readline().split()
+            if not line or line[0] == "quit":
+                return
+            batch = self.batches[line[1]][int(line[2])]
+            self.started = time.perf_counter()
+            yield batch
 
 
 def _variant_main(args: argparse.Namespace) -> int:
-    """Run one variant in this process and print its figures as JSON (used by the parent run)."""
-    from .students import build_student
+    """A worker: build one variant, then run the batches the parent names (see ``_Commands``)."""
     from .teachers import load_teacher, resolve_teacher_folder
 
     torch.manual_seed(0)
     device = torch.device(args.device)
     teacher = load_teacher(args.teacher).to(device)
-    batches = sst2_sentence_batches(args.batches + args.warmup, args.batch_size)
-    if args.variant == "course":
-        student = build_student(args.student, teacher=teacher).to(device)
-        step = course_step(teacher, student, args.max_length, device)
-        batches = length_grouped(batches, teacher.tokenizer)
+    tok = teacher.tokenizer
+    commands = _Commands(_bench_batches(args, tok), device)
+    student = Bert.from_folder(args.student_folder).to(device)  # the same initial weights for every variant
+    if args.variant == "textbrewer":
+        with tempfile.TemporaryDirectory() as tmp:
+            distiller, optimizer = textbrewer_distiller(teacher, student, device, tmp)
+            tokenize = lambda sentences: dict(tok(sentences, padding=True, truncation=True, max_length=args.max_length,  # noqa: E731
+                                                  return_tensors="pt"))
+            distiller.train(optimizer, commands, num_epochs=1, max_grad_norm=1.0, batch_postprocessor=tokenize)
     else:
-        step = naive_step(str(resolve_teacher_folder(args.teacher)), args.student_folder, teacher.tokenizer, args.max_length, device)
-        del teacher
-    print(json.dumps(_timed(step, batches, args.warmup, device)))
+        if args.variant == "course":
+            step = course_step(teacher, student, args.max_length, device)
+        else:
+            step = naive_step(str(resolve_teacher_folder(args.teacher)), args.student_folder, tok, args.max_length, device)
+            del teacher
+        for sentences in commands:
+            step(sentences)
+    print(f"BENCH {_peak_memory_mb(device):.1f}", flush=True)  # peak memory, MB
     return 0
+
+
+def _bench_batches(args: argparse.Namespace, tokenizer) -> dict[str, list[list[str]]]:
+    """The same batches in every process: random ones, and the same sentences length-grouped."""
+    batches = sst2_sentence_batches(args.batches + args.warmup, args.batch_size)
+    grouped = length_grouped(batches, tokenizer)
+    order = torch.randperm(len(grouped), generator=torch.Generator().manual_seed(1)).tolist()
+    return {"random": batches, "grouped": [grouped[i] for i in order]}  # grouped batches in a random order, as the sampler gives
+
+
+class _Worker:
+    def __init__(self, command: list[str], log: Path) -> None:
+        self.log = log  # progress bars and warnings go there, not to the table
+        with open(log, "w") as err:
+            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+        self.idle = True
+
+    def run(self, mode: str, i: int) -> Optional[float]:
+        """Start batch ``i`` of ``mode``; return the seconds of the batch before it (None for the first)."""
+        self.proc.stdin.write(f"run {mode} {i}\n")
+        self.proc.stdin.flush()
+        if self.idle:
+            self.idle = False
+            return None
+        return float(self._line())
+
+    def finish(self) -> tuple[float, float]:
+        """The last batch's seconds and the worker's peak memory."""
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        last = float(self._line())
+        memory = float(self._line())
+        self.proc.wait()
+        return last, memory
+
+    def _line(self) -> str:
+        """The worker's next figure (lines without the BENCH tag are a library's own output)."""
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"benchmark worker {self.proc.args[-1]!r} stopped (exit code {self.proc.wait()}); "
+                                   f"its messages are in {self.log}")
+            if line.startswith("BENCH "):
+                return line.split()[1]
+
+
+def compare_steps(args: argparse.Namespace, student_folder: str, variants: list[str], log_dir: Path) -> dict[str, Any]:
+    """Seconds per batch of each variant on the same batches, run in lockstep (see above)."""
+    common = [sys.executable, "-m", "tinybert_lib.bench", "--teacher", args.teacher, "--student", args.student,
+              "--batches", str(args.batches), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+              "--max-length", str(args.max_length), "--device", args.device, "--student-folder", student_folder,
+              "--threads", str(torch.get_num_threads())]
+    workers = {v: _Worker(common + ["--variant", v], log_dir / f"{v}.log") for v in variants}
+    n = args.batches + args.warmup
+    seconds = {v: {"random": [], "grouped": []} for v in variants}
+    plan = [(mode, i) for mode in ("random", "grouped") for i in range(n)]
+    for k, (mode, i) in enumerate(plan):
+        order = variants[k % len(variants):] + variants[:k % len(variants)]  # who goes first rotates
+        for v in order:
+            t = workers[v].run(mode, i)
+            if t is not None:
+                seconds[v][plan[k - 1][0]].append(t)
+    results: dict[str, Any] = {}
+    for v, w in workers.items():
+        last, memory = w.finish()
+        seconds[v][plan[-1][0]].append(last)
+        results[v] = {"peak_memory_mb": memory}
+        for mode in ("random", "grouped"):
+            timed = sum(seconds[v][mode][args.warmup:])
+            results[v][mode] = {"seconds": timed, "sequences_per_s": args.batches * args.batch_size / timed}
+    return results
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinybert_lib.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="minilm")
     parser.add_argument("--student", default="minilm-3l-192d")
-    parser.add_argument("--batches", type=int, default=10, help="timed distillation steps per variant")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=12, help="timed distillation steps per variant and batch order")
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads in each variant's process (default: torch's)")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--variant", choices=["course", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=["course", "textbrewer", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--student-folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.variant:
         return _variant_main(args)
 
@@ -211,30 +462,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.manual_seed(0)
     student = build_student(args.student, teacher=teacher).to(device)
     results: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads(),
-                               "batch_size": args.batch_size, "max_length": args.max_length}
+                               "batch_size": args.batch_size, "max_length": args.max_length, "batches": args.batches}
+    variants = ["course", "textbrewer", "naive"]
+    missing = textbrewer_missing()
+    if missing:
+        print(f"TextBrewer not importable ({missing}): skipped; `pip install .[bench]` adds it.")
+        variants.remove("textbrewer")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         student_folder = export_hf(student, teacher.tokenizer, Path(tmp) / "student")
-        common = [sys.executable, "-m", "tinybert_lib.bench", "--teacher", args.teacher, "--student", args.student,
-                  "--batches", str(args.batches), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-                  "--max-length", str(args.max_length), "--device", args.device, "--student-folder", str(student_folder)]
-        for variant in ("course", "naive"):
-            out = subprocess.run(common + ["--variant", variant], capture_output=True, text=True, check=True).stdout
-            results[variant] = json.loads(out.strip().splitlines()[-1])
-    c, n = results["course"], results["naive"]
-    results["speedup_tokens_per_s"] = c["tokens_per_s"] / n["tokens_per_s"]
-    results["memory_ratio_naive_over_course"] = n["peak_memory_mb"] / c["peak_memory_mb"]
+        results.update(compare_steps(args, str(student_folder), variants, Path(tmp)))
+    results["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    for peer in variants[1:]:
+        for mode in ("random", "grouped"):
+            results[f"course_over_{peer}_{mode}"] = results["course"][mode]["sequences_per_s"] / results[peer][mode]["sequences_per_s"]
 
     sentences = [s for b in sst2_sentence_batches(1, 32, seed=1) for s in b]
     results["latency"] = {name: [inference_latency(m, sentences, bs, device=device) for bs in (1, 32)]
                           for name, m in (("teacher", teacher), ("student", student))}
 
-    print(f"distillation step, {args.batches} batches of {args.batch_size} SST-2 sentences on {device}:")
-    print(f"  {'variant':<8} {'tokens/s':>10} {'seqs/s':>8} {'peak MB':>9}")
-    for name in ("course", "naive"):
+    print(f"distillation step, {args.batches} batches of {args.batch_size} SST-2 sentences on {device} "
+          f"({results['torch_threads']} threads), every variant on the same batches, in lockstep:")
+    print(f"  {'variant':<11} {'random seqs/s':>14} {'grouped seqs/s':>15} {'peak MB':>9}")
+    for name in variants:
         r = results[name]
-        print(f"  {name:<8} {r['tokens_per_s']:>10.0f} {r['sequences_per_s']:>8.1f} {r['peak_memory_mb']:>9.0f}")
-    print(f"  course / naive throughput: {results['speedup_tokens_per_s']:.2f}x; "
-          f"naive / course peak memory: {results['memory_ratio_naive_over_course']:.2f}x")
+        print(f"  {name:<11} {r['random']['sequences_per_s']:>14.1f} {r['grouped']['sequences_per_s']:>15.1f} {r['peak_memory_mb']:>9.0f}")
+    for peer in variants[1:]:
+        print(f"  course / {peer}: {results[f'course_over_{peer}_random']:.2f}x on random batches, "
+              f"{results[f'course_over_{peer}_grouped']:.2f}x length-grouped")
+    print(f"  load average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {', '.join(f'{x:.2f}' for x in results['load_average']['after'])}")
     print("inference latency (median) and throughput:")
     for name, rows in results["latency"].items():
         for r in rows:

@@ -25,9 +25,9 @@ Masking. ``attention_mask`` is the 2-D tokenizer mask of shape (batch, T): 1 = r
 0 = padding. With ``attention_mask=None`` every MSE is the plain mean over all elements, i.e.
 exactly ``torch.nn.functional.mse_loss``. With a mask the mean runs over real tokens only:
 real positions x hidden units for hidden states / embeddings, and
-(batch, head, real query, real key) for attention scores. Padded entries are zeroed in both
-tensors *before* subtracting, so whatever a model leaves there (an additive -10000 or -inf
-mask, activations of pad tokens) cannot reach the loss or produce NaN gradients.
+(batch, head, real query, real key) for attention scores. The difference is zeroed at padded
+entries (``masked_fill``, not a multiplication), so whatever a model leaves there (an additive
+-10000 or -inf mask, activations of pad tokens) cannot reach the loss or produce NaN gradients.
 
 Precision. Losses are computed in (at least) float32 even when the inputs are float16 /
 bfloat16, because squared errors and sums over thousands of elements overflow or lose
@@ -132,15 +132,41 @@ def _check_mask(mask: object, batch: int, seq_len: int, device: torch.device) ->
     return mask.to(device=device).bool()
 
 
+class _MaskedSquaredError(torch.autograd.Function):
+    """sum over kept entries of (student - teacher)^2, divided by ``count``.
+
+    The difference is computed once and zeroed at the dropped entries in place; the backward is
+    written by hand (2 (S - T) / count, exactly 0 at dropped entries), so the large attention
+    maps are walked a few times instead of the dozen times masked copies, a subtraction, a
+    square and their autograd backward would take.
+    """
+
+    @staticmethod
+    def forward(ctx, student: Tensor, teacher: Tensor, drop: Optional[Tensor], count: Tensor) -> Tensor:
+        diff = student - teacher
+        if drop is not None:
+            # Zeroing the difference (not multiplying by a 0/1 mask) means an inf/NaN sitting at
+            # a padded position cannot reach the loss, nor, through diff, the gradient.
+            diff.masked_fill_(drop, 0.0)
+        ctx.save_for_backward(diff, count)
+        return diff.pow(2).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:
+        diff, count = ctx.saved_tensors
+        g = diff * (2 * grad / count)
+        return (g if ctx.needs_input_grad[0] else None, -g if ctx.needs_input_grad[1] else None, None, None)
+
+
 def _masked_mse(student: Tensor, teacher: Tensor, keep: Tensor) -> Tensor:
     """Mean squared error over the entries where ``keep`` (broadcastable bool) is True."""
-    keep = keep.expand_as(student)
-    # Zero padded entries in both inputs before subtracting (not the squared error after),
-    # so an inf/NaN sitting at a padded position cannot turn into a NaN gradient.
-    diff = student.masked_fill(~keep, 0.0) - teacher.masked_fill(~keep, 0.0)
-    # clamp: an all-padding batch gives 0 rather than 0/0.
-    count = keep.sum().clamp_min(1)
-    return diff.pow(2).sum() / count
+    # keep broadcasts over some dimensions (heads, hidden units): each kept entry stands for
+    # student.numel() / keep.numel() entries. clamp: an all-padding batch gives 0, not 0/0.
+    count = (keep.sum() * (student.numel() // keep.numel())).clamp_min(1).to(student.dtype)
+    # A batch without padding (general distillation's full blocks) needs no masking at all;
+    # checked on the CPU only, where it saves a pass and the check costs no device sync.
+    drop = None if keep.device.type == "cpu" and bool(keep.all()) else ~keep
+    return _MaskedSquaredError.apply(student, teacher, drop, count)
 
 
 def _apply_projection(proj: Optional[ProjectionFn], x: Tensor) -> Tensor:

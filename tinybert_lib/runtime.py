@@ -9,6 +9,7 @@ code never touches ``torch.distributed``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 from typing import Iterator
@@ -58,6 +59,25 @@ def pick_device(preference: "str | torch.device" = "auto") -> torch.device:
             raise RuntimeError("device 'mps' asked for, but Apple's MPS backend is not available here; use 'auto' or 'cpu'.")
         return torch.device("mps")
     raise ValueError(f"unknown device {preference!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of handing it back to the OS at once.
+
+    A training step allocates and frees the same large tensors (attention maps, feed-forward
+    activations) at every step. By default glibc returns such blocks to the OS when they are
+    freed, so the next step pays page faults to get them back: on the CPU an element-wise
+    operation on a fresh 25 MB tensor takes about twice as long as on reused memory. Returns
+    False (and changes nothing) where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers (malloc.h)
+    # Blocks up to 32 MB (the most glibc accepts) come from the reusable heap, and up to 1 GiB
+    # of free memory may stay in it.
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
 # --- several processes (``accelerate launch``) ------------------------------------------------
