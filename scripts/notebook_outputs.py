@@ -18,7 +18,13 @@ from typing import Any, Iterable
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # A tqdm bar as it is printed: "  0%|   | 0/4 [00:00<?, ?it/s]" (with or without a description).
 TQDM_LINE = re.compile(r"^[^\n]*\d+%\|[^\n]*\|[^\n]*\n?", re.MULTILINE)
+# torch.profiler's own log lines ("USDT:<date> <pid> ...] profiler_start"): timestamps, no content.
+PROFILER_LINE = re.compile(r"^USDT:[^\n]*profiler_(start|stop)\n?", re.MULTILINE)
 CELL_METADATA_KEPT = ("tags", "editable", "deletable", "jupyter")
+
+
+def _without_noise(text: str) -> str:
+    return PROFILER_LINE.sub("", TQDM_LINE.sub("", text)).replace("\r", "")
 
 
 def _is_progress_output(output: dict[str, Any]) -> bool:
@@ -26,8 +32,7 @@ def _is_progress_output(output: dict[str, Any]) -> bool:
     if output.get("output_type") == "display_data" and WIDGET_MIME in output.get("data", {}):
         return True
     if output.get("output_type") == "stream" and output.get("name") == "stderr":
-        text = "".join(output.get("text", ""))
-        return not TQDM_LINE.sub("", text).replace("\r", "").strip()
+        return not _without_noise("".join(output.get("text", ""))).strip()
     return False
 
 
@@ -51,7 +56,7 @@ def clean_notebook(nb: dict[str, Any], parameters: dict[str, Any] | None = None)
             cell["outputs"] = [o for o in cell.get("outputs", []) if not _is_progress_output(o)]
             for o in cell["outputs"]:
                 if o.get("output_type") == "stream":
-                    o["text"] = TQDM_LINE.sub("", "".join(o["text"])).replace("\r", "")
+                    o["text"] = _without_noise("".join(o["text"]))
         cells.append(cell)
     nb["cells"] = cells
     meta = nb.setdefault("metadata", {})

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from notebook_outputs import TQDM_LINE, WIDGET_MIME, clean_notebook, machine_paths  # noqa: E402
+from notebook_outputs import PROFILER_LINE, TQDM_LINE, WIDGET_MIME, clean_notebook, machine_paths  # noqa: E402
 
 STORED = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
 
@@ -36,6 +36,8 @@ def executed_notebook() -> dict:
                  {"output_type": "stream", "name": "stderr", "text": bar},
                  {"output_type": "stream", "name": "stderr", "text": bar + "UserWarning: something real\n"},
                  {"output_type": "stream", "name": "stdout", "text": "dev accuracy 0.81\n"},
+                 {"output_type": "stream", "name": "stderr",
+                  "text": "USDT:2026-12-01 07:55:32 16963:16963 SyncActivityProfilerHandler.cpp:52] profiler_start\n"},
              ]},
         ],
     }
@@ -71,6 +73,7 @@ def test_stored_notebook_is_free_of_noise(path):
             assert WIDGET_MIME not in output.get("data", {}), f"{where}: a progress widget is stored"
             text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
             assert not TQDM_LINE.search(text), f"{where}: a progress bar is stored"
+            assert not PROFILER_LINE.search(text), f"{where}: profiler log lines are stored"
     assert machine_paths(nb, [ROOT, Path.home(), "/tmp/", "/home/", "/root/", "/Users/"]) == []
 
 
