@@ -10,10 +10,11 @@ path of this machine left in an output, so the writer can refuse to store it.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
+
+from tinybert_lib.atomic import atomic_write_text
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # A tqdm bar as it is printed: "  0%|   | 0/4 [00:00<?, ?it/s]" (with or without a description).
@@ -71,10 +72,7 @@ def write_notebook(nb: dict[str, Any], target: str | Path) -> None:
     """Write ``nb`` over ``target`` atomically, in nbformat's own layout."""
     import nbformat
 
-    target = Path(target)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(nbformat.writes(nbformat.from_dict(nb)) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, nbformat.writes(nbformat.from_dict(nb)) + "\n")
 
 
 def clean_file(path: str | Path) -> None:

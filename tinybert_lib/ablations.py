@@ -34,6 +34,7 @@ from typing import Any, Optional
 import torch
 from datasets import Dataset
 
+from .atomic import atomic_write_text
 from .bert import Bert
 from .bench import inference_latency
 from .data import load_sst2, make_loader, tokenize_sst2
@@ -195,9 +196,5 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
         "rows": rows, "runs": runs, "paper": PAPER,
     }
     if out_file is not None:
-        out_file = Path(out_file)
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_file.with_name(f".{out_file.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(out_file)
+        atomic_write_text(out_file, json.dumps(results, indent=1))
     return results

@@ -39,6 +39,8 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampl
 from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------
@@ -328,14 +330,10 @@ def _write_manifest(target_dir: Path) -> None:
         st, digest = path.stat(), _sha256(path)
         manifest[relpath] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest,
                              "origin": "mirror" if digest == EXPECTED_SHA256[relpath] else "hub"}
-    tmp = _temp_beside(target_dir / MANIFEST)
     try:
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, target_dir / MANIFEST)
+        atomic_write_text(target_dir / MANIFEST, json.dumps(manifest, indent=1))
     except OSError as err:  # a read-only folder of verified files: loads compare sha256s instead
         logger.warning("could not record the prepared files in %s (%s)", target_dir / MANIFEST, err)
-    finally:
-        tmp.unlink(missing_ok=True)
     _VERIFIED.clear()
 
 

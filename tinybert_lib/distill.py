@@ -426,12 +426,13 @@ def task_distill(
         "profile": profile_fields(profile, COMMON_FIELDS + step_fields + ("task_batch_size", "max_seq_len_task")),
         **given, "train": fingerprint_dataset(train_set),
     }
+    dev_record = fingerprint_dataset(dev_raw)
     if stage == "intermediate":
         train_settings.update(mapping=None if mapping is None else list(mapping), weights=list(weights),
                               attention_kind=attention_kind)
     else:  # the dev set picks the epoch that is kept
-        train_settings.update(temperature=temperature, keep_best_epoch=keep_best_epoch, dev=fingerprint_dataset(dev_raw))
-    settings = {**train_settings, "dev": fingerprint_dataset(dev_raw)}
+        train_settings.update(temperature=temperature, keep_best_epoch=keep_best_epoch, dev=dev_record)
+    settings = {**train_settings, "dev": dev_record}
     done = _finished(out, settings, f"task distillation ({stage})", rebuild)
     if done is not None:
         if stage == "intermediate":
