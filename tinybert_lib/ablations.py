@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import tempfile
 import time
@@ -142,6 +143,38 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
             "seconds": time.perf_counter() - start}
 
 
+def standard_error(values: list[float]) -> float:
+    """Standard error of the mean of per-seed scores (0.0 for a single seed: no spread is known)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def chance_corrected(accuracy: float, majority: float, teacher: float) -> float:
+    """(acc - majority) / (teacher - majority): 0 for a one-class model, 1 for the teacher's accuracy."""
+    return (accuracy - majority) / (teacher - majority) if teacher != majority else float("nan")
+
+
+def compare(results: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+    """Is variant ``a`` better or worse than ``b`` beyond seed noise?
+
+    The difference of their mean dev accuracies and its standard error sqrt(se_a^2 + se_b^2);
+    ``real`` only when both rows have several seeds and |difference| > 2 standard errors.
+    """
+    rows = {r["variant"].removesuffix(" (ablation budget)"): r for r in results["rows"]}
+    missing = [n for n in (a, b) if n not in rows]
+    if missing:
+        raise KeyError(f"no row {missing} in these results; rows: {sorted(rows)}")
+    ra, rb = rows[a], rows[b]
+    se = math.sqrt(standard_error(ra.get("accuracies", [ra["accuracy"]])) ** 2
+                   + standard_error(rb.get("accuracies", [rb["accuracy"]])) ** 2)
+    diff = ra["accuracy"] - rb["accuracy"]
+    return {"a": a, "b": b, "difference": diff, "se": se, "seeds": (ra["seeds"], rb["seeds"]),
+            "real": ra["seeds"] > 1 and rb["seeds"] > 1 and se > 0 and abs(diff) > 2 * se}
+
+
 def model_figures(model: Bert, sentences: list[str], device: torch.device) -> dict[str, float]:
     """Parameters, size on disk and CPU/GPU latency of one model."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,6 +208,8 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
     student_fig = model_figures(build_student(profile.student, teacher=teacher, num_labels=teacher.config.num_labels),
                                 sentences, torch.device("cpu"))
     teacher_acc = accuracy(teacher, dev_set, max_length=profile.max_seq_len_task)
+    labels = dev_set["label"]
+    majority = max(labels.count(c) for c in set(labels)) / len(labels)  # a one-class model's accuracy
     rows.append({"variant": "teacher (fine-tuned)", "accuracy": teacher_acc, "accuracy_std": 0.0, "seeds": 1, **teacher_fig})
     final = get_final_student(profile, artifacts_dir, device)
     rows.append({"variant": "TinyBERT student (full run)", "accuracy": accuracy(final, dev_set, max_length=profile.max_seq_len_task),
@@ -188,11 +223,14 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
         r["speedup_b1"] = teacher_fig["latency_b1_ms"] / r["latency_b1_ms"]
         r["speedup_b32"] = teacher_fig["latency_b32_ms"] / r["latency_b32_ms"]
         r["accuracy_kept"] = r["accuracy"] / teacher_acc if teacher_acc else float("nan")
+        r["accuracy_se"] = standard_error(r.get("accuracies", [r["accuracy"]]))
+        r["chance_corrected"] = chance_corrected(r["accuracy"], majority, teacher_acc)
     results = {
         "profile": profile.name, "device": str(dev), "latency_device": "cpu", "torch_threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__},
         "budget": {"ablation_examples": profile.ablation_examples, "ablation_epochs": profile.ablation_epochs,
                    "seeds_main_rows": profile.ablation_seeds, "dev_rows": len(dev_set)},
+        "majority": majority,
         "rows": rows, "runs": runs, "paper": PAPER,
     }
     if out_file is not None:
