@@ -31,3 +31,28 @@ def test_export_overwrites_atomically(teacher, tmp_path):
     export_hf(student, student.tokenizer, folder)  # second export replaces the first
     siblings = sorted(p.name for p in tmp_path.iterdir())
     assert siblings == ["m"], siblings
+
+
+def test_mean_pooled_head_exports_with_its_own_class(teacher, sentences, tmp_path):
+    """A head trained on the mean over tokens must not be read by transformers' [CLS] pooler."""
+    from transformers import AutoModelForSequenceClassification
+
+    set_seed(0)
+    student = build_student("minilm-3l-192d", teacher=teacher, num_labels=2)
+    student.add_classifier(2, pooling="mean")
+    student.eval()
+    with torch.no_grad():
+        student.classifier.weight.normal_(0, 1.0)
+    folder = export_hf(student, student.tokenizer, tmp_path / "mean")
+    assert (folder / "hf_mean_pooling.py").is_file()
+    theirs = AutoModelForSequenceClassification.from_pretrained(str(folder), trust_remote_code=True).eval()
+    batch = student.tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours, hf = student(**batch).logits, theirs(**batch).logits
+    assert (ours - hf).abs().max() / ours.abs().max() < 1e-4
+    # the [CLS] pooler would give other logits: the folder must not be read as a plain BERT classifier
+    with torch.no_grad():
+        cls_logits = student.classifier(student.bert.pooler(student(**batch).hidden_states[-1]))
+    assert (cls_logits - ours).abs().max() > 1e-2
+    from tinybert_lib.bert import Bert
+    assert Bert.from_folder(folder).config.classifier_pooling == "mean"

@@ -10,7 +10,7 @@ seeds, and is scored on the same SST-2 dev rows. Only the named ingredient chang
 | no distillation (fine-tune) | random | original | — | hard-label CE |
 | prediction KD only | random | original | — | soft CE vs teacher |
 | w/o general distillation | random | augmented | yes | soft CE |
-| w/o task distillation | general student | original | — | hard-label CE |
+| general student + fine-tuning | general student | original | — | hard-label CE |
 | w/o data augmentation | general student | original | yes | soft CE |
 | w/o embedding / attention / hidden loss | general student | augmented | that weight 0 | soft CE |
 | w/o prediction loss | general student | augmented | yes | hard-label CE |
@@ -68,7 +68,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("no distillation (fine-tune)", general=False, augmented=False, step1=False, step2="hard"),
     Variant("prediction KD only", general=False, augmented=False, step1=False),
     Variant("w/o general distillation", general=False),
-    Variant("w/o task distillation", augmented=False, step1=False, step2="hard"),
+    # BERT_TINY-style: the general student fine-tuned on labels (= "w/o task distillation")
+    Variant("general student + fine-tuning", augmented=False, step1=False, step2="hard"),
     Variant("w/o data augmentation", augmented=False),
     Variant("w/o embedding loss", weights=(0.0, 1.0, 1.0)),
     Variant("w/o attention loss", weights=(1.0, 1.0, 0.0)),
@@ -77,7 +78,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("mapping: top", mapping="top"),
     Variant("mapping: bottom", mapping="bottom"),
 ]}
-MAIN_VARIANTS = ("tinybert", "no distillation (fine-tune)", "prediction KD only")
+MAIN_VARIANTS = ("tinybert", "no distillation (fine-tune)", "prediction KD only", "general student + fine-tuning")
 
 # The paper's relative figures (Table 1), labelled as theirs wherever they are shown.
 PAPER = {"source": "Jiao et al. 2020, Table 1 (GLUE test; speed-up on a K80)",
@@ -95,14 +96,15 @@ def first_examples(augmented: Dataset, n: int) -> Dataset:
 
 
 def finetune_hard(student: Bert, train: Dataset, profile: Profile, epochs: int, device: torch.device) -> None:
-    """Plain cross-entropy on gold labels (the no-distillation and hard-label rows)."""
+    """Plain cross-entropy on gold labels (the no-distillation and hard-label rows), at step 2's settings."""
     tok = student.tokenizer
     data = tokenize_sst2(train, tok, profile.max_seq_len_task)
 
     fit(modules={"student": student}, loss_fn=gold_label_loss(student),
         loader_for_epoch=lambda e: make_loader(data, profile.task_batch_size, tok, shuffle=True, seed=profile.seed + e),
         epochs=epochs, lr=profile.task_lr_prediction, device=device, warmup_ratio=profile.warmup_ratio,
-        weight_decay=profile.weight_decay, log_every=profile.log_every, desc="fine-tuning (hard labels)")
+        weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
+        accumulation_steps=profile.grad_accum_steps, log_every=profile.log_every, desc="fine-tuning (hard labels)")
 
 
 def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | Path, seed: int,
@@ -114,6 +116,8 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
     profile = get_profile(profile)
     profile = profile.with_overrides(seed=seed, task_intermediate_epochs=profile.ablation_epochs,
                                      task_prediction_epochs=profile.ablation_epochs)
+    if not variant.general:  # far from any solution: its own, larger learning rate for every step
+        profile = profile.with_overrides(task_lr_intermediate=profile.scratch_lr, task_lr_prediction=profile.scratch_lr)
     dev = pick_device(device or profile.device)
     teacher = teacher if teacher is not None else get_finetuned_teacher(profile, artifacts_dir, device)
     n = profile.ablation_examples
@@ -131,7 +135,7 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
         student = task_distill(teacher, student, train, profile, "intermediate", dev_set=dev_set, projections=projections,
                                mapping=mapping, weights=variant.weights, device=device).model
     if student.config.num_labels == 0:
-        student.add_classifier(teacher.config.num_labels)
+        student.add_classifier(teacher.config.num_labels, pooling=teacher.config.classifier_pooling)
     if variant.step2 == "soft":
         # the last epoch, like the hard-label rows: every row is scored on the same dev set
         student = task_distill(teacher, student, train, profile, "prediction", dev_set=dev_set, device=device,
@@ -157,22 +161,40 @@ def chance_corrected(accuracy: float, majority: float, teacher: float) -> float:
     return (accuracy - majority) / (teacher - majority) if teacher != majority else float("nan")
 
 
-def compare(results: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+def compare(results: dict[str, Any], a: str, b: str, single_seed_sd: Optional[float] = None) -> dict[str, Any]:
     """Is variant ``a`` better or worse than ``b`` beyond seed noise?
 
-    The difference of their mean dev accuracies and its standard error sqrt(se_a^2 + se_b^2);
-    ``real`` only when both rows have several seeds and |difference| > 2 standard errors.
+    The difference of their mean dev accuracies and its standard error sqrt(se_a^2 + se_b^2), each
+    row's se from its seeds. A row trained once has no spread of its own: give ``single_seed_sd``
+    (e.g. the seed standard deviation of the main rows) to take that as its se, else nothing about
+    it can be called real. ``real``: |difference| > 2 standard errors.
     """
     rows = {r["variant"].removesuffix(" (ablation budget)"): r for r in results["rows"]}
     missing = [n for n in (a, b) if n not in rows]
     if missing:
         raise KeyError(f"no row {missing} in these results; rows: {sorted(rows)}")
-    ra, rb = rows[a], rows[b]
-    se = math.sqrt(standard_error(ra.get("accuracies", [ra["accuracy"]])) ** 2
-                   + standard_error(rb.get("accuracies", [rb["accuracy"]])) ** 2)
-    diff = ra["accuracy"] - rb["accuracy"]
-    return {"a": a, "b": b, "difference": diff, "se": se, "seeds": (ra["seeds"], rb["seeds"]),
-            "real": ra["seeds"] > 1 and rb["seeds"] > 1 and se > 0 and abs(diff) > 2 * se}
+
+    def se(row: dict[str, Any]) -> Optional[float]:
+        accs = row.get("accuracies", [row["accuracy"]])
+        return standard_error(accs) if len(accs) > 1 else single_seed_sd
+
+    se_a, se_b = se(rows[a]), se(rows[b])
+    diff = rows[a]["accuracy"] - rows[b]["accuracy"]
+    se_diff = math.sqrt(se_a ** 2 + se_b ** 2) if se_a is not None and se_b is not None else float("nan")
+    return {"a": a, "b": b, "difference": diff, "se": se_diff, "seeds": (rows[a]["seeds"], rows[b]["seeds"]),
+            "real": se_diff > 0 and abs(diff) > 2 * se_diff}  # False when se_diff is nan
+
+
+def sweep_figure(metrics: dict[str, dict[str, float]]) -> str:
+    """One line of ``scripts/sweep.py``'s record as text: the last stage's dev accuracy, else its held-out loss."""
+    for stage in reversed(list(metrics)):
+        m = metrics[stage]
+        if "dev_accuracy" in m:
+            return f"{stage}: dev accuracy {m['dev_accuracy']:.3f}"
+        for key in ("valid_total", "dev_total"):
+            if key in m:
+                return f"{stage}: held-out distillation loss {m[key]:.2f}"
+    return "-"
 
 
 def model_figures(model: Bert, sentences: list[str], device: torch.device) -> dict[str, float]:

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+POOLINGS = ("cls", "mean")
+
+
 @dataclass
 class BertConfig:
     """Hyper-parameters of a BERT encoder (names as in Hugging Face's ``config.json``)."""
@@ -41,8 +44,14 @@ class BertConfig:
     initializer_range: float = 0.02
     pad_token_id: int = 0
     num_labels: int = 0  # 0 = no classification head; 1 = regression
+    # What the head reads: "cls" = BERT's pooler (dense + tanh on [CLS]); "mean" = the mean of the
+    # last hidden states over real tokens, the sentence embedding a sentence-transformers encoder
+    # such as all-MiniLM-L6-v2 was trained to give (its checkpoint has no pooler weights).
+    classifier_pooling: str = "cls"
 
     def __post_init__(self) -> None:
+        if self.classifier_pooling not in POOLINGS:
+            raise ValueError(f"classifier_pooling {self.classifier_pooling!r}: use one of {', '.join(POOLINGS)}.")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -209,6 +218,12 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``hidden`` (b, T, H) over each sequence's real tokens: (b, H)."""
+    m = attention_mask[:, :, None].to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 class BertBody(nn.Module):
     """The encoder proper (Hugging Face's ``BertModel``): embeddings, layers, pooler."""
 
@@ -250,8 +265,15 @@ class Bert(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def add_classifier(self, num_labels: int) -> "Bert":
-        """Attach a fresh classification head (e.g. to a pre-trained encoder before fine-tuning)."""
+    def add_classifier(self, num_labels: int, pooling: Optional[str] = None) -> "Bert":
+        """Attach a fresh classification head (e.g. to a pre-trained encoder before fine-tuning).
+
+        ``pooling``: what the head reads, ``"cls"`` or ``"mean"`` (see ``BertConfig.classifier_pooling``).
+        """
+        if pooling is not None:
+            if pooling not in POOLINGS:
+                raise ValueError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}.")
+            self.config.classifier_pooling = pooling
         self.config.num_labels = num_labels
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
         self.classifier = nn.Linear(self.config.hidden_size, num_labels)
@@ -293,7 +315,8 @@ class Bert(nn.Module):
                 probs.append(p)
         logits = None
         if self.config.num_labels > 0 and num_layers is None:
-            logits = self.classifier(self.dropout(self.bert.pooler(x)))
+            pooled = self.bert.pooler(x) if self.config.classifier_pooling == "cls" else mean_pool(x, attention_mask)
+            logits = self.classifier(self.dropout(pooled))
         return BertOutput(hidden[0], tuple(hidden), tuple(scores), tuple(probs), logits)
 
     def num_parameters(self, encoder_only: bool = False) -> int:

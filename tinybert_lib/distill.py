@@ -334,11 +334,11 @@ def finetune_teacher(
     train_raw, dev_raw = _task_splits(profile, sst2)
     pretrained = _teacher_record(teacher)
     if teacher.config.num_labels == 0:
-        teacher.add_classifier(num_labels)
+        teacher.add_classifier(num_labels, pooling=profile.classifier_pooling)
     train_settings = {
         "stage": "teacher fine-tuning",
         "profile": profile_fields(profile, COMMON_FIELDS + ("finetune_epochs", "finetune_batch_size", "finetune_lr",
-                                                            "max_seq_len_task")),
+                                                            "max_seq_len_task", "classifier_pooling")),
         "teacher": pretrained, "num_labels": teacher.config.num_labels, "train": fingerprint_dataset(train_raw),
     }
     settings = {**train_settings, "dev": fingerprint_dataset(dev_raw)}
@@ -414,7 +414,7 @@ def task_distill(
              "projections": None if projections is None else fingerprint_tensors(projections)}
     teacher_ft.to(dev).eval()
     if student.config.num_labels == 0:
-        student.add_classifier(teacher_ft.config.num_labels)
+        student.add_classifier(teacher_ft.config.num_labels, pooling=teacher_ft.config.classifier_pooling)
     student.to(dev)
     tok = student.tokenizer
     dev_raw = dev_set if dev_set is not None else load_sst2("dev", limit=profile.sst2_dev_limit)

@@ -25,6 +25,8 @@ class Profile:
     general_epochs: int = 3
     general_batch_size: int = 32
     general_lr: float = 5e-5
+    # the classification head of teacher and student: "cls" (BERT's pooler) or "mean" (see BertConfig)
+    classifier_pooling: str = "cls"
     # teacher fine-tuning
     finetune_epochs: int = 3
     finetune_batch_size: int = 32
@@ -49,7 +51,10 @@ class Profile:
     # lesson 10: baselines and ablations share one smaller budget
     ablation_examples: int = 2000
     ablation_epochs: int = 1
-    ablation_seeds: int = 2
+    ablation_seeds: int = 3
+    # rows whose student starts from random weights (no general distillation) train every step at
+    # this rate: far from a solution, they need larger steps than a distilled student
+    scratch_lr: float = 1e-4
 
     def with_overrides(self, **overrides: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""

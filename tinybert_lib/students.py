@@ -93,6 +93,8 @@ def build_student(
     cfg = student_config(preset_or_config, teacher)
     if num_labels is not None:
         cfg.num_labels = num_labels
+    if teacher is not None:  # the student's head reads what the teacher's head reads
+        cfg.classifier_pooling = teacher.config.classifier_pooling
     student = Bert(cfg)
     if teacher is not None:
         student.tokenizer = teacher.tokenizer
