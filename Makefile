@@ -10,7 +10,7 @@ NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeou
 # instead of the vectorised ones. The checked outputs must not change (see README, "Tests").
 FLIPPED := $(shell cat tests/flipped-arithmetic.env)
 
-.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish bench bench-peer clean
+.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish sweep bench bench-peer clean
 
 setup: $(VENV)/.installed data  ## virtual environment, pinned packages, course kernel, data
 
@@ -44,6 +44,15 @@ run: setup  ## execute every lesson with papermill: make run [PROFILE=cpu|smoke|
 
 publish: setup  ## make run, then store the outputs in notebooks/ (and re-run solutions/)
 	$(PY) scripts/run_course.py --profile $(PROFILE) --build $(BUILD) --publish
+
+# The levers behind the cpu profile's recipe, one at a time around it (lesson 10, section 8);
+# hours on a laptop CPU. The record lands in build/cpu/sweep/sweep.jsonl.
+SWEEP := $(PY) scripts/sweep.py --profile cpu
+sweep: setup  ## the small grid that chose the cpu profile's learning rates and pooling
+	$(SWEEP) --lever classifier_pooling cls mean
+	$(SWEEP) --lever finetune_lr 2e-5 4e-5
+	$(SWEEP) --lever task_lr_intermediate 5e-5 5e-4 1e-3
+	$(SWEEP) --lever task_lr_prediction 3e-5 1e-4 3e-4
 
 bench: setup  ## distillation-step throughput (course vs TextBrewer, if installed, vs naive loop) and latency, printed
 	mkdir -p $(BUILD)
