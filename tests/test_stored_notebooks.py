@@ -1,23 +1,48 @@
 """What is stored in notebooks/ and solutions/: outputs free of machine noise, smoke defaults.
 
 ``scripts/notebook_outputs.py`` cleans what ``make publish`` writes; these tests check the cleaner
-on a synthetic notebook and every stored notebook for what it must not contain.
+on a synthetic notebook and every stored notebook for what it must not contain. The stored outputs
+come from one profile (recorded in ``metadata.papermill.parameters``) while nbval re-runs the
+lessons with the smoke defaults, so a ``# NBVAL_CHECK_OUTPUT`` cell must print the same thing in
+every profile: the last tests keep the obvious profile reads out of those cells.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from notebook_outputs import PROFILER_LINE, TQDM_LINE, WIDGET_MIME, clean_notebook, machine_paths  # noqa: E402
+from notebook_outputs import PROFILER_LINE, TQDM_LINE, WIDGET_MIME, clean_file, clean_notebook, machine_paths  # noqa: E402
 
-STORED = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
+from tinybert_lib.profiles import PROFILES, Profile  # noqa: E402
+
+LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+STORED = LESSONS + sorted((ROOT / "solutions").glob("*.ipynb"))
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+
+# Profile fields whose value differs between profiles. A checked cell that prints one, or anything computed
+# from one, stores the publishing run's figure (cpu) and fails nbval's smoke run.
+PROFILE_DEPENDENT_FIELDS = (
+    "name", "device", "sst2_train_limit", "sst2_dev_limit", "max_seq_len_general", "corpus_max_blocks",
+    "general_epochs", "general_batch_size", "general_lr", "finetune_epochs", "finetune_batch_size",
+    "augment_n", "augment_k", "augment_limit", "task_intermediate_epochs", "task_prediction_epochs",
+    "task_batch_size", "log_every", "ablation_examples", "ablation_epochs", "ablation_seeds",
+)
+# The architecture: the same in smoke and cpu, so checked cells may show it (their outputs differ under gpu).
+ARCHITECTURE_FIELDS = ("teacher", "student")
+# Variables that hold the profile itself.
+PROFILE_NAMES = ("profile",)
+# Keys of what a run records (checkpoint state, summary.json, results.json) whose values scale with the profile.
+RUN_RECORD_KEYS = ("step", "total_steps", "steps", "train_rows", "dev_rows", "budget", "runs", "profile",
+                   "accuracy", "dev_accuracy", "seconds")
 
 
 def executed_notebook() -> dict:
@@ -84,3 +109,70 @@ def test_lessons_keep_the_smoke_defaults(path):
     assert len(params) == 1, f"{path.name}: one parameters cell expected"
     source = "".join(params[0]["source"])
     assert re.search(r'^profile = "smoke"$', source, re.MULTILINE), f"{path.name}: the default profile must be smoke"
+
+
+def checked_cells(path: Path) -> list[tuple[int, str]]:
+    """(index, source) of every code cell nbval compares (``# NBVAL_CHECK_OUTPUT`` under ``--nbval-lax``)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return [(i, "".join(c["source"])) for i, c in enumerate(nb["cells"])
+            if c["cell_type"] == "code" and CHECK_MARKER in "".join(c["source"])]
+
+
+def profile_reads(source: str) -> list[str]:
+    """What a cell reads that differs by profile: ``cfg.<field>``, ``profile``, ``x["total_steps"]`` and the like.
+
+    A static look at the source, so it catches the obvious reads only (not ``len(train)`` of a
+    profile-limited dataset, nor a whole ``cfg`` handed to a function).
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "cfg"
+                and node.attr in PROFILE_DEPENDENT_FIELDS):
+            found.append(f"cfg.{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in PROFILE_NAMES:
+            found.append(node.id)
+        elif (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+              and node.slice.value in RUN_RECORD_KEYS):
+            found.append(f"[{node.slice.value!r}]")
+    return sorted(set(found))
+
+
+def test_profile_reads_finds_fields_names_and_record_keys():
+    source = ('print(f"{cfg.name}: K = {cfg.augment_k}, seed {cfg.seed}, teacher {cfg.teacher}")\n'
+              'print(state["total_steps"], state["done"], profile)\n'
+              'bad = {"profile": "laptop"}  # a string key, not a read\n')
+    assert profile_reads(source) == ["['total_steps']", "cfg.augment_k", "cfg.name", "profile"]
+
+
+def test_the_deny_list_covers_every_field_that_differs_between_profiles():
+    varying = {f.name for f in fields(Profile) if len({getattr(p, f.name) for p in PROFILES.values()}) > 1}
+    unlisted = varying - set(PROFILE_DEPENDENT_FIELDS) - set(ARCHITECTURE_FIELDS)
+    assert not unlisted, f"profile fields {sorted(unlisted)} differ between profiles: add them to PROFILE_DEPENDENT_FIELDS"
+    smoke, cpu = PROFILES["smoke"], PROFILES["cpu"]
+    assert all(getattr(smoke, f) == getattr(cpu, f) for f in ARCHITECTURE_FIELDS), \
+        "smoke and cpu use different architectures: checked cells that show the teacher or student now differ by profile"
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_checked_cells_do_not_read_the_profile(path):
+    problems = [f"{path.name} cell {i} reads {', '.join(reads)}" for i, source in checked_cells(path)
+                if (reads := profile_reads(source))]
+    assert not problems, ("checked cells must print the same thing in every profile (nbval runs smoke against stored "
+                          "outputs of another profile); print these in an unchecked cell instead:\n  " + "\n  ".join(problems))
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lessons_record_the_profile_of_their_outputs(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    recorded = nb["metadata"].get("papermill", {}).get("parameters", {}).get("profile")
+    assert recorded in PROFILES, (f"{path.name}: metadata.papermill.parameters.profile is {recorded!r}; re-publish with "
+                                  f"`make publish` so the notebook records the profile that produced its outputs")
+
+
+def test_clean_file_keeps_the_recorded_parameters(tmp_path):
+    nb = clean_notebook(executed_notebook(), parameters={"profile": "cpu", "artifacts_dir": "../build/cpu/artifacts"})
+    target = tmp_path / "x.ipynb"
+    target.write_text(json.dumps(nb), encoding="utf-8")
+    clean_file(target)  # cleaning a stored notebook again must not forget which run produced it
+    assert json.loads(target.read_text(encoding="utf-8"))["metadata"] == {
+        "papermill": {"parameters": {"profile": "cpu", "artifacts_dir": "../build/cpu/artifacts"}}}
