@@ -5,7 +5,8 @@ Two datasets are used:
 * **GLUE SST-2** (``sst2/train.tsv``, ``sst2/dev.tsv``): sentence-level sentiment, the
   task-specific distillation data.
 * **WikiText-2**, tokenised release (``wikitext-2/wiki.train.tokens``, ``wiki.valid.tokens``):
-  the general-distillation corpus.
+  the general-distillation corpus. The ``gpu`` profile reads **WikiText-103** (the same release,
+  50 times the text) instead: see :func:`general_corpus_lines`.
 
 The files live in :func:`data_dir` (``data/`` in the repository, or ``$TINYBERT_DATA_DIR``).
 :func:`prepare_data` fills that folder from a local mirror (``$DATA_MIRROR``) or, failing
@@ -28,6 +29,7 @@ import os
 import re
 import sys
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -81,6 +83,17 @@ CORPUS_FILES: dict[str, str] = {
     "train": "wikitext-2/wiki.train.tokens",
     "valid": "wikitext-2/wiki.valid.tokens",
 }
+
+#: General-distillation corpora a profile may name (``Profile.general_corpus``). Both are the tokenised
+#: WikiText release, cleaned the same way; WikiText-103's train split is read from the data folder, a
+#: mirror or the hub (:func:`general_corpus_lines`) and is never part of ``prepare_data``: it is 540 MB.
+GENERAL_CORPORA: tuple[str, ...] = ("wikitext-2", "wikitext-103")
+#: Where a local copy of WikiText-103 train may lie, in the data folder or in ``$DATA_MIRROR``: the
+#: file of that name from the original release (wikitext-103-v1.zip).
+WIKITEXT103_TRAIN = "wikitext-103/wiki.train.tokens"
+#: Its lines (as ``wc -l`` counts them): a copy with another count is truncated or another file.
+WIKITEXT103_ROWS = 1_801_350
+_WIKITEXT103_HUB = ("Salesforce/wikitext", "wikitext-103-v1", "train")
 
 # Where the hub fallback gets each file: (dataset, config, split).
 _HUB_SOURCES: dict[str, tuple[str, str, str]] = {
@@ -470,7 +483,7 @@ def tokenize_sst2(dataset: Dataset, tokenizer: Any, max_length: int = 64) -> Dat
 
 
 # --------------------------------------------------------------------------------------
-# WikiText-2
+# WikiText-2 and WikiText-103
 # --------------------------------------------------------------------------------------
 
 # " = Title = ", " = = Section = = ", ... (after strip: "= Title =").
@@ -492,13 +505,10 @@ def _iter_corpus_lines(split: str, unk_token: str) -> Iterator[str]:
     if split not in CORPUS_FILES:
         raise ValueError(f"split must be one of {sorted(CORPUS_FILES)}, got {split!r}")
     path = _require(CORPUS_FILES[split])
-    # newline="\n": split on "\n" only, as the file is defined; Wikipedia text may hold
-    # other Unicode line separators inside a line.
-    with path.open(encoding="utf-8", newline="\n") as f:
-        for line in f:
-            cleaned = clean_wikitext_line(line, unk_token)
-            if cleaned is not None:
-                yield cleaned
+    for line in _read_lines(path):
+        cleaned = clean_wikitext_line(line, unk_token)
+        if cleaned is not None:
+            yield cleaned
 
 
 def load_corpus_lines(
@@ -513,27 +523,129 @@ def load_corpus_lines(
     return list(islice(_iter_corpus_lines(split, unk_token), limit))
 
 
+def check_general_corpus(corpus: str) -> str:
+    """``corpus`` if it is a general-distillation corpus this course knows, else a ValueError naming them."""
+    if corpus not in GENERAL_CORPORA:
+        raise ValueError(f"unknown general-distillation corpus {corpus!r}; valid corpora: {', '.join(GENERAL_CORPORA)}")
+    return corpus
+
+
+def _local_wikitext103() -> Path | None:
+    """A copy of WikiText-103 train in the data folder or in ``$DATA_MIRROR``, its line count checked."""
+    mirror = os.environ.get("DATA_MIRROR")
+    for root in (data_dir(), *([Path(mirror).expanduser()] if mirror else [])):
+        path = root / WIKITEXT103_TRAIN
+        if not path.is_file():
+            continue
+        st = path.stat()
+        if _VERIFIED.get(str(path)) != (st.st_size, st.st_mtime_ns):
+            rows = _count_rows(WIKITEXT103_TRAIN, path)
+            if rows != WIKITEXT103_ROWS:
+                raise DataIntegrityError(
+                    f"{path} has {rows:,} lines, not the {WIKITEXT103_ROWS:,} of WikiText-103's wiki.train.tokens: it is "
+                    "truncated or another file. Replace it with the file from the original release (wikitext-103-v1.zip), "
+                    "or delete it to read WikiText-103 from the Hugging Face hub."
+                )
+            _VERIFIED[str(path)] = (st.st_size, st.st_mtime_ns)
+        return path
+    return None
+
+
+def _read_lines(path: Path) -> Iterator[str]:
+    # newline="\n": split on "\n" only, as the file is defined; Wikipedia text may hold
+    # other Unicode line separators inside a line.
+    with path.open(encoding="utf-8", newline="\n") as f:
+        yield from f
+
+
+def _hub_rows(dataset: Dataset) -> Iterator[str]:
+    # A few thousand rows at a time: the whole text column of WikiText-103 would be ~0.5 GB of strings.
+    for batch in dataset.iter(batch_size=4096):
+        yield from batch["text"]
+
+
+def _wikitext103_raw_lines() -> tuple[Iterator[str] | None, str]:
+    """Raw lines of WikiText-103 train and where they come from, or ``(None, why not)``."""
+    local = _local_wikitext103()
+    if local is not None:
+        return _read_lines(local), str(local)
+    name, config, split = _WIKITEXT103_HUB
+    if _hub_offline():
+        return None, "the Hugging Face hub is disabled (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and no local copy was found"
+    try:
+        logger.info("loading %s/%s (%s) from the Hugging Face hub (about 300 MB the first time)", name, config, split)
+        dataset = load_dataset(name, config, split=split)
+    except Exception as exc:  # no network, hub down, dataset moved, ...
+        return None, f"loading {name}/{config} from the Hugging Face hub failed ({type(exc).__name__}: {exc})"
+    return _hub_rows(dataset), f"the Hugging Face hub ({name}/{config}, {split})"
+
+
+def _general_corpus_source(corpus: str, unk_token: str) -> tuple[Iterator[str], str]:
+    """Cleaned training lines of ``corpus`` and the corpus they really come from (see general_corpus_lines)."""
+    check_general_corpus(corpus)
+    if corpus == "wikitext-103":
+        raw, origin = _wikitext103_raw_lines()
+        if raw is not None:
+            logger.info("general-distillation corpus: WikiText-103 train from %s", origin)
+            cleaned = (clean_wikitext_line(line, unk_token) for line in raw)
+            return (c for c in cleaned if c is not None), "wikitext-103"
+        message = (
+            f"WikiText-103 could not be had: {origin}. General distillation uses WikiText-2 instead, about 50 times "
+            "less text: 16,959 blocks of 128 tokens, 67 steps per epoch at batch 256, too few for the student to learn "
+            "much. To use WikiText-103, run once with internet access (the hub's copy is then cached), or place the "
+            f"original release's wiki.train.tokens (wikitext-103-v1.zip) at {data_dir() / WIKITEXT103_TRAIN} or "
+            f"$DATA_MIRROR/{WIKITEXT103_TRAIN}."
+        )
+        # The log line is for headless runs (their logs), the warning for notebooks and Python callers.
+        logger.warning("general distillation on WikiText-2 in place of WikiText-103: %s", origin)
+        warnings.warn(message, stacklevel=3)
+    return _iter_corpus_lines("train", unk_token), "wikitext-2"
+
+
+def general_corpus_lines(corpus: str = "wikitext-2", unk_token: str = "[UNK]", limit: int | None = None) -> Iterator[str]:
+    """Cleaned training lines of a general-distillation corpus (one of :data:`GENERAL_CORPORA`).
+
+    ``"wikitext-2"``: WikiText-2 train from the data folder, as :func:`load_corpus_lines`.
+    ``"wikitext-103"``: WikiText-103 train (~103M words, the same release and cleaning), read from
+    the first of ``<data folder>/wikitext-103/wiki.train.tokens``,
+    ``$DATA_MIRROR/wikitext-103/wiki.train.tokens`` (either checked for its 1,801,350 lines) and the
+    hub (``Salesforce/wikitext``, config ``wikitext-103-v1``, cached by ``datasets`` after the first
+    download). When none can be had (offline, no copy, no connection), it warns and returns
+    WikiText-2's lines.
+
+    ``limit`` keeps the first ``limit`` cleaned lines. The source is chosen (and any warning given)
+    when the function is called; the lines are read lazily.
+    """
+    lines, _ = _general_corpus_source(corpus, unk_token)
+    return islice(lines, limit)
+
+
 def corpus_blocks(
     tokenizer: Any,
     block_size: int = 128,
     split: str = "train",
     max_blocks: int | None = None,
     lines: Iterable[str] | None = None,
+    corpus: str = "wikitext-2",
 ) -> Dataset:
-    """WikiText-2 (or any text, ``lines``) as fixed-size blocks for general distillation.
+    """WikiText-2 (or WikiText-103, or any text: ``lines``) as fixed-size blocks for general distillation.
 
     The cleaned lines are tokenised (no special tokens), concatenated into one stream, and cut
     into pieces of ``block_size - 2`` tokens, each wrapped as ``[CLS] ... [SEP]``: every block
     is exactly ``block_size`` real tokens (no padding). The final partial piece is dropped.
     Lines are tokenised lazily in chunks, so ``max_blocks`` keeps smoke runs cheap.
 
-    ``lines``: any iterable of text lines used instead of WikiText-2's ``split``, e.g. a larger
-    corpus from the hub for a GPU run:
-    ``(r["text"] for r in load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1", split="train"))``.
+    ``corpus``: for ``split="train"``, which corpus (:func:`general_corpus_lines`: ``"wikitext-103"``
+    falls back to WikiText-2, with a warning, when it cannot be had). ``split="valid"`` is always
+    WikiText-2's validation file: the same articles as WikiText-103's validation split (only the
+    rare words replaced by ``<unk>`` differ), so held-out losses compare across corpora.
+
+    ``lines``: any iterable of text lines used instead, e.g. a corpus of your own.
 
     Returns a Dataset with ``input_ids``, ``attention_mask`` (all 1) and ``token_type_ids``
     (all 0).
     """
+    check_general_corpus(corpus)
     body = block_size - 2
     if body < 1:
         raise ValueError(f"block_size must be at least 3, got {block_size}")
@@ -542,7 +654,14 @@ def corpus_blocks(
 
     blocks: list[list[int]] = []
     stream: list[int] = []
-    source = _iter_corpus_lines(split, tokenizer.unk_token) if lines is None else (t for t in lines if t.strip())
+    if lines is not None:
+        source: Iterator[str] = (t for t in lines if t.strip())
+        what = "lines"
+    elif split == "train":
+        source, used = _general_corpus_source(corpus, tokenizer.unk_token)
+        what = f"{used} train" + ("" if used == corpus else f", in place of {corpus}")
+    else:
+        source, what = _iter_corpus_lines(split, tokenizer.unk_token), f"wikitext-2 {split}"
     while max_blocks is None or len(blocks) < max_blocks:
         chunk = list(islice(source, chunk_lines))
         if not chunk:
@@ -557,7 +676,7 @@ def corpus_blocks(
             blocks.append([tokenizer.cls_token_id, *stream[start : start + body], tokenizer.sep_token_id])
             start += body
         del stream[:start]
-    logger.info("corpus_blocks(%s): %d blocks of %d tokens", split if lines is None else "lines", len(blocks), block_size)
+    logger.info("corpus_blocks(%s): %d blocks of %d tokens", what, len(blocks), block_size)
     return Dataset.from_dict(
         {
             "input_ids": blocks,

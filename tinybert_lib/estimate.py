@@ -37,8 +37,25 @@ TEACHER_CONFIGS: dict[str, BertConfig] = {
 }
 # Rows each stage reads per epoch (counted on this course's data; see README "Scaling up").
 WIKITEXT2_BLOCKS_128 = 16_959  # corpus_blocks(..., 128) over all of WikiText-2 train
+# WikiText-103 train is not in the data folder, so its blocks are scaled from WikiText-2's by word count:
+# 103,227,021 against 2,088,628 words (Merity et al. 2016, Table 1, both counting one end-of-line token per
+# line; the WikiText-2 figure re-counted on the course's copy), 16,959 x 49.42 = 838,171 blocks. A slight
+# underestimate: WikiText-103 writes out rare words that WikiText-2 replaces by <unk> (one WordPiece).
+WIKITEXT2_TRAIN_WORDS = 2_088_628
+WIKITEXT103_TRAIN_WORDS = 103_227_021
+WIKITEXT103_BLOCKS_128 = round(WIKITEXT2_BLOCKS_128 * WIKITEXT103_TRAIN_WORDS / WIKITEXT2_TRAIN_WORDS)
+CORPUS_BLOCKS_128: dict[str, int] = {"wikitext-2": WIKITEXT2_BLOCKS_128, "wikitext-103": WIKITEXT103_BLOCKS_128}
 SST2_TRAIN_ROWS = EXPECTED_ROWS[SST2_FILES["train"]]
 SST2_MEAN_TOKENS = 13.3  # mean tokens per SST-2 train row, [CLS] and [SEP] included (uncased WordPiece)
+
+
+def general_blocks(profile: Profile | str) -> int:
+    """Blocks per epoch of ``profile``'s general distillation: its block limit, else all of its corpus.
+
+    Assumes WikiText-103 is had when the profile names it (offline, a run falls back to WikiText-2).
+    """
+    p = get_profile(profile)
+    return p.corpus_max_blocks or CORPUS_BLOCKS_128[p.general_corpus] * 128 // p.max_seq_len_general
 
 
 def step_flops(teacher_cfg: BertConfig, student_cfg: BertConfig, batch_size: int, seq_len: int, stage: str) -> float:
@@ -96,9 +113,8 @@ def stage_estimates(profile: Profile | str, sustained_tflops: float, min_step_se
     augmented = min(sst2_rows, p.augment_limit or sst2_rows)
     aug_rows = augmented_rows or augmented * (p.augment_n + 1) + sst2_rows - augmented
     sst2_len = min(p.max_seq_len_task, SST2_MEAN_TOKENS * 1.04)
-    blocks = p.corpus_max_blocks or WIKITEXT2_BLOCKS_128 * 128 // p.max_seq_len_general
     plan = [  # stage, rows per epoch, epochs, batch, length
-        ("general", blocks, p.general_epochs, p.general_batch_size, p.max_seq_len_general),
+        ("general", general_blocks(p), p.general_epochs, p.general_batch_size, p.max_seq_len_general),
         ("finetune", sst2_rows, p.finetune_epochs, p.finetune_batch_size, sst2_len),
         ("intermediate", aug_rows, p.task_intermediate_epochs, p.task_batch_size, sst2_len),
         ("prediction", aug_rows, p.task_prediction_epochs, p.task_batch_size, sst2_len),
@@ -111,6 +127,17 @@ def stage_estimates(profile: Profile | str, sustained_tflops: float, min_step_se
         flops = step_flops(teacher_cfg, student_cfg, batch, whole, stage) * length / whole
         out.append(StageEstimate(stage, steps, batch, round(length, 1), flops, steps * max(flops / (sustained_tflops * 1e12), min_step_seconds) / 3600))
     return out
+
+
+def corpus_note(profile: Profile | str) -> str:
+    """One line: the general-distillation corpus the estimate assumes, and its blocks per epoch."""
+    p = get_profile(profile)
+    blocks = general_blocks(p)
+    if p.corpus_max_blocks:
+        return f"general distillation: the first {blocks:,} blocks of {p.general_corpus} (the profile's limit)"
+    how = ("counted" if p.general_corpus == "wikitext-2"
+           else f"scaled from WikiText-2's {WIKITEXT2_BLOCKS_128:,} by word count; offline, a run falls back to WikiText-2")
+    return f"general distillation: all of {p.general_corpus}, {blocks:,} blocks of {p.max_seq_len_general} tokens ({how})"
 
 
 def _hms(hours: float) -> str:
@@ -132,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"ESTIMATE for profile {args.profile!r} at {args.tflops:g} TFLOP/s sustained, at least "
           f"{args.min_step_seconds:g} s per step (FLOPs of matrix products only; not a measurement)")
+    print(corpus_note(args.profile))
     print(f"{'stage':<14}{'steps':>9}{'batch':>7}{'length':>8}{'TFLOP/step':>12}{'h:mm:ss':>10}")
     for r in rows:
         print(f"{r.stage:<14}{r.steps:>9,}{r.batch_size:>7}{r.seq_len:>8}{r.flops_per_step / 1e12:>12.3f}{_hms(r.hours):>10}")

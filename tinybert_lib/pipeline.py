@@ -69,7 +69,9 @@ def summary(artifacts_dir: str | Path, stage: str) -> dict[str, Any]:
 
 def run_general_distillation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
                              stop_after: Optional[int] = None, rebuild: bool = False) -> StageResult:
-    """Stage 1 for a profile: pre-trained teacher, fresh student, WikiText-2 blocks.
+    """Stage 1 for a profile: pre-trained teacher, fresh student, blocks of the profile's ``general_corpus``.
+
+    The held-out loss is measured on WikiText-2's validation blocks whatever the corpus (see ``corpus_blocks``).
 
     Reuses a finished stage built with the same settings; ``rebuild=True`` trains it again.
     """
@@ -77,7 +79,8 @@ def run_general_distillation(profile: Profile | str, artifacts_dir: str | Path, 
     teacher = load_teacher(profile.teacher)
     set_seed(profile.seed)  # the student's initial weights: the same on every run of the same profile
     student = build_student(profile.student, teacher=teacher)
-    corpus = corpus_blocks(teacher.tokenizer, profile.max_seq_len_general, split="train", max_blocks=profile.corpus_max_blocks)
+    corpus = corpus_blocks(teacher.tokenizer, profile.max_seq_len_general, split="train", max_blocks=profile.corpus_max_blocks,
+                           corpus=profile.general_corpus)
     valid = corpus_blocks(teacher.tokenizer, profile.max_seq_len_general, split="valid",
                           max_blocks=max(8, (profile.corpus_max_blocks or 2000) // 10))
     return general_distill(teacher, student, corpus, profile, out_dir=stage_dir(artifacts_dir, "general-distill"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
+from .data import check_general_corpus
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -21,6 +23,9 @@ class Profile:
     max_seq_len_general: int = 128
     max_seq_len_task: int = 64
     corpus_max_blocks: Optional[int] = None
+    # the general-distillation text: "wikitext-2" (in the data folder) or "wikitext-103" (50 times
+    # larger, from the hub or a local copy; WikiText-2 with a warning when it cannot be had)
+    general_corpus: str = "wikitext-2"
     # stage 1: general distillation
     general_epochs: int = 3
     general_batch_size: int = 32
@@ -56,6 +61,9 @@ class Profile:
     # this rate: far from a solution, they need larger steps than a distilled student
     scratch_lr: float = 1e-4
 
+    def __post_init__(self) -> None:
+        check_general_corpus(self.general_corpus)  # a typo fails here, not an hour into a run
+
     def with_overrides(self, **overrides: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""
         known = {f.name for f in fields(self)}
@@ -85,10 +93,11 @@ PROFILES: dict[str, Profile] = {
     ),
     # The paper's setting (../REFERENCE: general distillation 3 epochs, batch 256, lr 5e-5, length
     # 128; step 1 10 epochs, step 2 3 epochs at lr 3e-5, batch 32, length 64; p_t 0.4, N_a 20, K 15)
-    # with a BERT-base teacher and TinyBERT-4L-312D, on WikiText-2 instead of Wikipedia. Several GPUs:
-    # the batch sizes are global, see README "Scaling up".
+    # with a BERT-base teacher and TinyBERT-4L-312D, on WikiText-103 instead of Wikipedia (~103M words
+    # against ~2,500M; WikiText-2 would be 201 steps at batch 256, too few to learn anything). Several
+    # GPUs: the batch sizes are global, see README "Scaling up".
     "gpu": Profile(
-        name="gpu", teacher="bert-base-uncased", student="tinybert-4l-312d", device="cuda",
+        name="gpu", teacher="bert-base-uncased", student="tinybert-4l-312d", device="cuda", general_corpus="wikitext-103",
         general_epochs=3, general_batch_size=256, general_lr=5e-5, task_intermediate_epochs=10,
         task_prediction_epochs=3, ablation_examples=20000, ablation_epochs=3, ablation_seeds=3,
     ),
