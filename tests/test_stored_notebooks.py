@@ -34,7 +34,8 @@ PROFILE_DEPENDENT_FIELDS = (
     "name", "device", "sst2_train_limit", "sst2_dev_limit", "max_seq_len_general", "corpus_max_blocks",
     "general_epochs", "general_batch_size", "general_lr", "finetune_epochs", "finetune_batch_size",
     "augment_n", "augment_k", "augment_limit", "task_intermediate_epochs", "task_prediction_epochs",
-    "task_batch_size", "log_every", "ablation_examples", "ablation_epochs", "ablation_seeds",
+    "task_batch_size", "log_every", "ablation_examples", "ablation_epochs", "ablation_seeds", "general_corpus",
+    "classifier_pooling", "finetune_lr", "task_lr_intermediate", "task_lr_prediction", "temperature", "scratch_lr",
 )
 # The architecture: the same in smoke and cpu, so checked cells may show it (their outputs differ under gpu).
 ARCHITECTURE_FIELDS = ("teacher", "student")
