@@ -194,6 +194,9 @@ def sweep_figure(metrics: dict[str, dict[str, float]]) -> str:
         for key in ("valid_total", "dev_total"):
             if key in m:
                 return f"{stage}: held-out distillation loss {m[key]:.2f}"
+        if m:  # a figure of its own, e.g. a training loss at a given step
+            key, value = next(iter(m.items()))
+            return f"{stage}: {key.replace('_', ' ')} {value:.2f}"
     return "-"
 
 
