@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 # Tests never touch a hub: everything they need is packaged or in the local data mirror.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+#: The course's local data mirror, beside the checkout (as in CI).
+MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def on_mirror(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the loaders at the mirror (it has the data folder's layout)."""
+    if not MIRROR.is_dir():
+        pytest.skip(f"data mirror {MIRROR} not found")
+    monkeypatch.setenv("TINYBERT_DATA_DIR", str(MIRROR))
+    return MIRROR
 
 
 @pytest.fixture(scope="session")

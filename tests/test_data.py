@@ -15,9 +15,9 @@ import pytest
 import torch
 from datasets import Dataset
 
+from conftest import MIRROR
 from tinybert_lib import data
 
-MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = list(data.EXPECTED_SHA256)
 
 needs_mirror = pytest.mark.skipif(
@@ -30,15 +30,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may pick up the developer's own data settings."""
     for var in ("DATA_MIRROR", "TINYBERT_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def on_mirror(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the loaders at the mirror (it has the data folder's layout)."""
-    if not MIRROR.is_dir():
-        pytest.skip(f"data mirror {MIRROR} not found")
-    monkeypatch.setenv("TINYBERT_DATA_DIR", str(MIRROR))
-    return MIRROR
 
 
 @pytest.fixture(scope="module")

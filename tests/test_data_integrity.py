@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MIRROR
 from tinybert_lib import data
 from tinybert_lib.preflight import missing_for
 
-MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"data mirror {MIRROR} not found")
 
 

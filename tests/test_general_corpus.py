@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
+from conftest import MIRROR
 from tinybert_lib import data, estimate, get_profile
 
-MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 SYNTHETIC_103 = " = Alpha = \n\n The well @-@ known <unk> sailed 1 @,@ 000 miles . \n\n = = Beta = = \n A second line . \n"
 
@@ -29,14 +29,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         raise AssertionError(f"a test tried to download {args}")
 
     monkeypatch.setattr(data, "load_dataset", no_download)
-
-
-@pytest.fixture
-def on_mirror(monkeypatch: pytest.MonkeyPatch) -> Path:
-    if not MIRROR.is_dir():
-        pytest.skip(f"data mirror {MIRROR} not found")
-    monkeypatch.setenv("TINYBERT_DATA_DIR", str(MIRROR))
-    return MIRROR
 
 
 def test_profiles_name_their_corpus():
