@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 import torch
 from transformers import pipeline
 
@@ -11,6 +15,7 @@ from tinybert_lib import build_student, export_hf, set_seed
 def test_pipeline_predictions_equal_course_model(teacher, sentences, tmp_path):
     set_seed(0)
     student = build_student("minilm-3l-192d", teacher=teacher, num_labels=2).eval()
+    student.add_classifier(2, label_names=("negative", "positive"))
     with torch.no_grad():  # a trained-looking head: make the two classes clearly different
         student.classifier.weight.normal_(0, 1.0)
     folder = export_hf(student, student.tokenizer, tmp_path / "student")
@@ -22,7 +27,7 @@ def test_pipeline_predictions_equal_course_model(teacher, sentences, tmp_path):
     for sent_preds, ours in zip(clf(sentences), probs):
         theirs = {p["label"]: p["score"] for p in sent_preds}
         for i in range(2):
-            assert abs(theirs[f"LABEL_{i}"] - ours[i].item()) < 1e-4
+            assert abs(theirs[("negative", "positive")[i]] - ours[i].item()) < 1e-4
 
 
 def test_export_overwrites_atomically(teacher, tmp_path):
@@ -56,3 +61,21 @@ def test_mean_pooled_head_exports_with_its_own_class(teacher, sentences, tmp_pat
     assert (cls_logits - ours).abs().max() > 1e-2
     from tinybert_lib.bert import Bert
     assert Bert.from_folder(folder).config.classifier_pooling == "mean"
+
+
+def test_label_names_round_trip(teacher, tmp_path):
+    """The class names survive export and reload; a fresh head of another size forgets them."""
+    from tinybert_lib.bert import Bert
+
+    student = build_student("minilm-3l-192d", teacher=teacher, num_labels=2)
+    student.add_classifier(2, label_names=("negative", "positive"))
+    folder = export_hf(student, student.tokenizer, tmp_path / "named")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["label2id"] == {"negative": 0, "positive": 1}
+    assert Bert.from_folder(folder).config.label_names == ("negative", "positive")
+    assert Bert.from_folder(folder, num_labels=3).config.label_names is None
+    unnamed = export_hf(build_student("minilm-3l-192d", teacher=teacher, num_labels=2), None, tmp_path / "plain")
+    assert Bert.from_folder(unnamed).config.label_names is None  # LABEL_0/LABEL_1 name nothing
+    with pytest.raises(ValueError, match="one name per label"):
+        student.add_classifier(3, label_names=("negative", "positive"))

@@ -135,7 +135,8 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
         student = task_distill(teacher, student, train, profile, "intermediate", dev_set=dev_set, projections=projections,
                                mapping=mapping, weights=variant.weights, device=device).model
     if student.config.num_labels == 0:
-        student.add_classifier(teacher.config.num_labels, pooling=teacher.config.classifier_pooling)
+        student.add_classifier(teacher.config.num_labels, pooling=teacher.config.classifier_pooling,
+                               label_names=teacher.config.label_names)
     if variant.step2 == "soft":
         # the last epoch, like the hard-label rows: every row is scored on the same dev set
         student = task_distill(teacher, student, train, profile, "prediction", dev_set=dev_set, device=device,

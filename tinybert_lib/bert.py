@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,9 @@ class BertConfig:
     # last hidden states over real tokens, the sentence embedding a sentence-transformers encoder
     # such as all-MiniLM-L6-v2 was trained to give (its checkpoint has no pooler weights).
     classifier_pooling: str = "cls"
+    # The head's class names, in label-id order (e.g. ("negative", "positive") for SST-2). They are
+    # written as config.json's id2label, so that a pipeline answers in words, not LABEL_0/LABEL_1.
+    label_names: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
         if self.classifier_pooling not in POOLINGS:
@@ -72,6 +75,9 @@ class BertConfig:
             d.get("architectures", "")
         ):
             kwargs["num_labels"] = len(d["id2label"])
+        names = [str(v) for _, v in sorted(d.get("id2label", {}).items(), key=lambda kv: int(kv[0]))]
+        if names and names != [f"LABEL_{i}" for i in range(len(names))]:  # transformers' placeholders name nothing
+            kwargs["label_names"] = tuple(names)
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,21 +271,28 @@ class Bert(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def add_classifier(self, num_labels: int, pooling: Optional[str] = None) -> "Bert":
+    def add_classifier(self, num_labels: int, pooling: Optional[str] = None,
+                       label_names: Optional[Sequence[str]] = None) -> "Bert":
         """Attach a fresh classification head (e.g. to a pre-trained encoder before fine-tuning).
 
         ``pooling``: what the head reads, ``"cls"`` or ``"mean"`` (see ``BertConfig.classifier_pooling``).
+        ``label_names``: the classes' names in label-id order, exported as ``id2label``.
         """
         if pooling is not None:
             if pooling not in POOLINGS:
                 raise ValueError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}.")
             self.config.classifier_pooling = pooling
+        if label_names is not None and len(label_names) != num_labels:
+            raise ValueError(f"{len(label_names)} label names {tuple(label_names)} for a head of {num_labels} labels: "
+                             "give one name per label.")
+        self.config.label_names = tuple(label_names) if label_names is not None else None
         self.config.num_labels = num_labels
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
         self.classifier = nn.Linear(self.config.hidden_size, num_labels)
         self._init_weights(self.classifier)
         device = self.bert.embeddings.word_embeddings.weight.device
         self.classifier.to(device)
+        self.dropout.train(self.training)  # a new module starts in training mode; follow the model's
         return self
 
     def forward(
@@ -358,7 +371,7 @@ class Bert(nn.Module):
         cfg.num_labels = state["classifier.weight"].shape[0] if has_head else 0
         if num_labels is not None and num_labels != cfg.num_labels:
             state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-            cfg.num_labels, has_head = num_labels, False
+            cfg.num_labels, cfg.label_names, has_head = num_labels, None, False
         model = cls(cfg)
         expected = model.state_dict()
         for k, v in state.items():
@@ -376,13 +389,16 @@ class Bert(nn.Module):
         """A ``config.json`` dict that ``transformers`` reads as a BertForSequenceClassification."""
         cfg = self.config.to_dict()
         n = max(cfg.pop("num_labels"), 1)
+        names = cfg.pop("label_names") or [f"LABEL_{i}" for i in range(n)]
+        if len(names) != n:  # a head replaced after the names were set: its names are unknown
+            names = [f"LABEL_{i}" for i in range(n)]
         cfg.update(
             model_type="bert",
             architectures=["BertForSequenceClassification"],
             position_embedding_type="absolute",
             num_labels=n,
-            id2label={str(i): f"LABEL_{i}" for i in range(n)},
-            label2id={f"LABEL_{i}": i for i in range(n)},
+            id2label={str(i): name for i, name in enumerate(names)},
+            label2id={name: i for i, name in enumerate(names)},
         )
         if n == 1:
             cfg["problem_type"] = "regression"

@@ -79,6 +79,7 @@ EXPECTED_LABELS: dict[str, dict[int, int]] = {
 MANIFEST = ".prepared.json"
 
 SST2_FILES: dict[str, str] = {"train": "sst2/train.tsv", "dev": "sst2/dev.tsv"}
+SST2_LABELS: tuple[str, ...] = ("negative", "positive")  # label 0, label 1 (GLUE's names)
 CORPUS_FILES: dict[str, str] = {
     "train": "wikitext-2/wiki.train.tokens",
     "valid": "wikitext-2/wiki.valid.tokens",

@@ -31,7 +31,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from .bert import Bert
-from .data import load_sst2, make_loader, tokenize_sst2
+from .data import SST2_LABELS, load_sst2, make_loader, tokenize_sst2
 from .evaluate import accuracy
 from .export import export_hf
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
@@ -261,7 +261,8 @@ def general_distill(
     train_settings = {
         "stage": "general distillation",
         "profile": profile_fields(profile, COMMON_FIELDS + ("general_epochs", "general_batch_size", "general_lr")),
-        "teacher": _teacher_record(teacher), "student": student.config.to_dict(),  # a fresh student: its config and the seed
+        # a fresh student: its config and the seed (class names change nothing that is trained)
+        "teacher": _teacher_record(teacher), "student": {k: v for k, v in student.config.to_dict().items() if k != "label_names"},
         "projections": given_projections, "mapping": mapping, "weights": list(weights), "attention_kind": attention_kind,
         "corpus": fingerprint_dataset(corpus),
     }
@@ -334,7 +335,8 @@ def finetune_teacher(
     train_raw, dev_raw = _task_splits(profile, sst2)
     pretrained = _teacher_record(teacher)
     if teacher.config.num_labels == 0:
-        teacher.add_classifier(num_labels, pooling=profile.classifier_pooling)
+        teacher.add_classifier(num_labels, pooling=profile.classifier_pooling,
+                               label_names=SST2_LABELS if num_labels == len(SST2_LABELS) else None)
     train_settings = {
         "stage": "teacher fine-tuning",
         "profile": profile_fields(profile, COMMON_FIELDS + ("finetune_epochs", "finetune_batch_size", "finetune_lr",
@@ -414,7 +416,8 @@ def task_distill(
              "projections": None if projections is None else fingerprint_tensors(projections)}
     teacher_ft.to(dev).eval()
     if student.config.num_labels == 0:
-        student.add_classifier(teacher_ft.config.num_labels, pooling=teacher_ft.config.classifier_pooling)
+        student.add_classifier(teacher_ft.config.num_labels, pooling=teacher_ft.config.classifier_pooling,
+                               label_names=teacher_ft.config.label_names)
     student.to(dev)
     tok = student.tokenizer
     dev_raw = dev_set if dev_set is not None else load_sst2("dev", limit=profile.sst2_dev_limit)
