@@ -1,4 +1,4 @@
-"""Command line: ``python -m tinybert_lib data prepare`` and ``python -m tinybert_lib run STAGE``."""
+"""Command line: ``python -m tinybert_lib data prepare``, ``... run STAGE`` and ``... predict MODEL TEXT``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m tinybert_lib {data,run} ...  (add --help after a command for its options)"
+    usage = "usage: python -m tinybert_lib {data,run,predict} ...  (add --help after a command for its options)"
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage)
         return 0 if argv else 2
@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         from .cli import main as run_main
 
         return run_main(rest)
+    if command == "predict":
+        from .predict_cli import main as predict_main
+
+        return predict_main(rest)
     print(f"unknown command {command!r}\n{usage}", file=sys.stderr)
     return 2
 

@@ -1,0 +1,257 @@
+"""Shipping a classifier to a CPU: ONNX export, ONNX Runtime, int8 quantization, and measuring it all (lesson 12).
+
+One folder per shipped model holds every variant beside the Hugging Face export::
+
+    deploy/student/
+      config.json, model.safetensors, tokenizer files   fp32 PyTorch (``export_hf``)
+      model.onnx                                        fp32 ONNX graph
+      model_int8.onnx                                   ONNX Runtime's dynamic int8 quantization
+      model_int8.pt                                     PyTorch's dynamic int8 (``nn.Linear`` only)
+
+``load_classifier`` opens any variant of such a folder as a function from a tokenised batch
+to logits, which ``python -m tinybert_lib predict`` and ``compare_variants`` use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .atomic import atomic_file
+from .bert import Bert
+from .export import export_hf
+
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model_int8.onnx"
+TORCH_INT8_FILE = "model_int8.pt"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+VARIANTS = ("pytorch fp32", "pytorch int8", "onnx fp32", "onnx int8")
+
+
+class DeploymentError(RuntimeError):
+    """A shipped model that is missing, incomplete or unreadable; the message says how to rebuild it."""
+
+
+class LogitsOnly(nn.Module):
+    """The classifier as ONNX sees it: three integer tensors in, logits out (``Bert`` returns more)."""
+
+    def __init__(self, model: Bert) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask, token_type_ids).logits
+
+
+# --- writing the variants -------------------------------------------------------------------
+
+
+def export_onnx(model: Bert, path: str | Path, opset: int = 18) -> Path:
+    """Trace ``model`` into an ONNX graph whose batch size and sequence length stay free."""
+    if model.config.num_labels == 0:
+        raise ValueError("export_onnx needs a classifier (a model with a head); this one returns no logits.")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on absent torchvision ops
+    model = model.eval().cpu()
+    example = model.tokenizer(["a first sentence", "and a second, longer one"], padding=True, return_tensors="pt")
+    args = tuple(example[k] for k in INPUTS)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    path = Path(path)
+    with atomic_file(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LogitsOnly(model), args, str(tmp), input_names=list(INPUTS), output_names=["logits"],
+                          dynamic_shapes=tuple({0: batch, 1: seq} for _ in INPUTS), opset_version=opset,
+                          dynamo=True, external_data=False, verbose=False)
+    return path
+
+
+def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
+    """ONNX Runtime's dynamic quantization: int8 weights for every MatMul and Gather (the embedding tables)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    with atomic_file(dst) as tmp:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    return dst
+
+
+def quantize_torch(model: nn.Module) -> nn.Module:
+    """PyTorch's dynamic quantization of a copy of ``model``: every ``nn.Linear`` becomes int8; embeddings stay fp32."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's eager quantization announces its move to torchao; it still works
+        warnings.simplefilter("ignore")
+        quantized = quantize_dynamic(copy.deepcopy(model).eval().cpu(), {nn.Linear}, dtype=torch.qint8)
+    quantized.tokenizer = getattr(model, "tokenizer", None)
+    return quantized
+
+
+def ship(model: Bert, folder: str | Path) -> Path:
+    """Write all four variants of ``model`` into ``folder`` (see the module docstring)."""
+    folder = export_hf(model, model.tokenizer, folder)
+    export_onnx(model, folder / ONNX_FILE)
+    quantize_onnx(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
+    with atomic_file(folder / TORCH_INT8_FILE) as tmp:
+        torch.save(quantize_torch(model).state_dict(), tmp)  # for its size on disk; load_classifier re-quantizes
+    return folder
+
+
+def variant_file(folder: str | Path, variant: str) -> Path:
+    """The file that holds ``variant`` in a shipped folder."""
+    files = {"pytorch fp32": "model.safetensors", "pytorch int8": TORCH_INT8_FILE, "onnx fp32": ONNX_FILE, "onnx int8": ONNX_INT8_FILE}
+    if variant not in files:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}.")
+    return Path(folder) / files[variant]
+
+
+# --- reading them back ----------------------------------------------------------------------
+
+Classifier = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class Loaded:
+    """A shipped variant, ready to run: ``run(batch) -> logits``, its tokenizer and label names."""
+
+    run: Classifier
+    tokenizer: Any
+    labels: tuple[str, ...]
+    variant: str
+
+
+def _require(path: Path, how: str) -> Path:
+    if not path.is_file():
+        raise DeploymentError(f"{path} is missing: {how}")
+    return path
+
+
+def onnx_session(path: str | Path, threads: Optional[int] = None):
+    """An ONNX Runtime CPU session on ``path``; a corrupt or truncated file is a ``DeploymentError``."""
+    import onnxruntime as ort
+
+    path = _require(Path(path), "export it with tinybert_lib.deploy.ship (lesson 12).")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()  # the same thread count as PyTorch's
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own exception types, one per kind of damage
+        raise DeploymentError(f"ONNX Runtime cannot read {path} ({type(err).__name__}: {str(err)[:200]}); the file is "
+                              "corrupt or incomplete: export it again with tinybert_lib.deploy.ship (lesson 12).") from err
+
+
+def load_classifier(folder: str | Path, onnx: bool = False, int8: bool = False, threads: Optional[int] = None) -> Loaded:
+    """Open one variant of a shipped (or plain exported) folder as ``run(batch) -> logits``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DeploymentError(f"{folder} is not a folder: give a model folder written by export_hf or tinybert_lib.deploy.ship.")
+    variant = f"{'onnx' if onnx else 'pytorch'} {'int8' if int8 else 'fp32'}"
+    _require(folder / "config.json", "the folder is not an exported model; write it with export_hf or tinybert_lib.deploy.ship.")
+    if onnx:
+        session = onnx_session(_require(variant_file(folder, variant), "export it with tinybert_lib.deploy.ship (lesson 12)."), threads)
+
+        def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            feed = {k: batch[k].numpy() if k in batch else torch.zeros_like(batch["input_ids"]).numpy() for k in INPUTS}
+            return torch.from_numpy(session.run(["logits"], feed)[0])
+    else:
+        from safetensors import SafetensorError
+
+        try:
+            model = Bert.from_folder(folder).eval()
+        except (OSError, ValueError, SafetensorError) as err:
+            raise DeploymentError(f"cannot load the PyTorch model in {folder}: {err}") from err
+        if int8:
+            model = quantize_torch(model)
+        if threads:
+            torch.set_num_threads(threads)
+
+        def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(**batch).logits
+    return Loaded(run, _tokenizer(folder), _labels(folder), variant)
+
+
+def _tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:
+        raise DeploymentError(f"{folder} has no usable tokenizer ({err}); export the model with its tokenizer "
+                              "(export_hf(model, tokenizer, folder)).") from err
+
+
+def _labels(folder: Path) -> tuple[str, ...]:
+    """The class names in config.json (``id2label``), in label-id order."""
+    id2label = json.loads((folder / "config.json").read_text()).get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+    return tuple(str(name) for _, name in sorted(id2label.items(), key=lambda kv: int(kv[0])))
+
+
+def predict(loaded: Loaded, texts: Sequence[str], max_length: int = 64) -> list[tuple[str, float]]:
+    """(label, probability) for each text."""
+    batch = loaded.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    probs = torch.softmax(loaded.run(dict(batch)).float(), dim=-1)
+    return [(loaded.labels[i], p[i].item()) for p, i in zip(probs, probs.argmax(-1).tolist())]
+
+
+# --- measuring them side by side ------------------------------------------------------------
+
+
+def median_seconds(call: Callable[[], Any], warmup: int = 5, repeats: int = 30) -> float:
+    """Median wall time of ``call()`` after ``warmup`` untimed calls (the first calls pay for allocation and caches)."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def dev_accuracy(loaded: Loaded, sentences: Sequence[str], labels: Sequence[int], batch_size: int = 64,
+                 max_length: int = 64) -> float:
+    """Share of ``sentences`` whose arg-max prediction is the label."""
+    correct = 0
+    for i in range(0, len(sentences), batch_size):
+        batch = loaded.tokenizer(list(sentences[i:i + batch_size]), padding=True, truncation=True,
+                                 max_length=max_length, return_tensors="pt")
+        correct += (loaded.run(dict(batch)).argmax(-1) == torch.tensor(labels[i:i + batch_size])).sum().item()
+    return correct / len(sentences)
+
+
+def measure(loaded: Loaded, file: Path, sentences: Sequence[str], labels: Sequence[int],
+            batch_sizes: Sequence[int] = (1, 32), repeats: int = 30) -> dict[str, Any]:
+    """Size on disk, median latency per batch size (and throughput at the largest), dev accuracy."""
+    row: dict[str, Any] = {"variant": loaded.variant, "size_mb": file.stat().st_size / 2**20}
+    for bs in batch_sizes:
+        batch = dict(loaded.tokenizer(list(sentences[:bs]), padding=True, return_tensors="pt"))
+        seconds = median_seconds(lambda: loaded.run(batch), repeats=repeats)
+        row[f"latency_b{bs}_ms"] = seconds * 1000
+        row[f"throughput_b{bs}"] = bs / seconds
+    row["accuracy"] = dev_accuracy(loaded, sentences, labels)
+    return row
+
+
+def compare_variants(folders: dict[str, str | Path], sentences: Sequence[str], labels: Sequence[int],
+                     variants: Sequence[str] = VARIANTS, threads: Optional[int] = None, repeats: int = 30) -> list[dict[str, Any]]:
+    """One row per (model, variant): every shipped model in every variant, measured in one run, one thread count."""
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows = []
+    for model_name, folder in folders.items():
+        for variant in variants:
+            onnx, int8 = variant.startswith("onnx"), variant.endswith("int8")
+            loaded = load_classifier(folder, onnx=onnx, int8=int8, threads=threads)
+            row = measure(loaded, variant_file(folder, variant), sentences, labels, repeats=repeats)
+            rows.append({"model": model_name, **row, "threads": threads})
+    return rows
