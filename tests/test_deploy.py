@@ -137,3 +137,18 @@ def test_predict_command(shipped, capsys):
     assert out[1].split("\t")[0] in ("negative", "positive") and out[1].endswith("a gripping film")
     assert main(["predict", str(folder / "absent"), "x"]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_mean_pooled_student_ships_with_the_same_logits(teacher, tmp_path):
+    """The cpu profile's head reads the mean over tokens: ONNX must trace that head, not BERT's pooler."""
+    set_seed(0)
+    student = build_student("minilm-3l-192d", teacher=teacher, num_labels=2)
+    student.add_classifier(2, pooling="mean", label_names=("negative", "positive"))
+    with torch.no_grad():
+        student.classifier.weight.normal_(0, 2.0)
+    folder = deploy.ship(student.eval(), tmp_path / "mean")
+    batch = dict(student.tokenizer(list(load_sst2("dev", limit=16)["sentence"]), padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        ours = student(**batch).logits
+    theirs = deploy.load_classifier(folder, onnx=True).run(batch)
+    assert ((theirs - ours).abs().max() / ours.abs().max()).item() < ONNX_RTOL

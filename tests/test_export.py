@@ -50,6 +50,8 @@ def test_mean_pooled_head_exports_with_its_own_class(teacher, sentences, tmp_pat
         student.classifier.weight.normal_(0, 1.0)
     folder = export_hf(student, student.tokenizer, tmp_path / "mean")
     assert (folder / "hf_mean_pooling.py").is_file()
+    with pytest.raises(ValueError, match="trust_remote_code"):  # refused, not silently read with the [CLS] pooler
+        AutoModelForSequenceClassification.from_pretrained(str(folder))
     theirs = AutoModelForSequenceClassification.from_pretrained(str(folder), trust_remote_code=True).eval()
     batch = student.tokenizer(sentences, padding=True, return_tensors="pt")
     with torch.no_grad():

@@ -360,7 +360,7 @@ class Bert(nn.Module):
                 "transformers' save_pretrained(safe_serialization=True))."
             )
         raw = json.loads(cfg_path.read_text())
-        if raw.get("model_type", "bert") != "bert":
+        if raw.get("model_type", "bert") not in ("bert", "bert-mean-pooled"):  # the second: export.py's mean-pooled head
             raise ValueError(f"{folder} holds a {raw.get('model_type')!r} model; the course needs a BERT checkpoint.")
         cfg = BertConfig.from_dict(raw)
         state = load_file(str(weights_path))

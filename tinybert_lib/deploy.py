@@ -30,6 +30,7 @@ from torch import nn
 from .atomic import atomic_file
 from .bert import Bert
 from .export import export_hf
+from .teachers import load_tokenizer
 
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
@@ -181,10 +182,8 @@ def load_classifier(folder: str | Path, onnx: bool = False, int8: bool = False, 
 
 
 def _tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        return load_tokenizer(folder)
     except (OSError, ValueError) as err:
         raise DeploymentError(f"{folder} has no usable tokenizer ({err}); export the model with its tokenizer "
                               "(export_hf(model, tokenizer, folder)).") from err

@@ -11,6 +11,7 @@ from .bert import Bert
 
 MEAN_POOLING_FILE = Path(__file__).with_name("hf_mean_pooling.py")
 MEAN_POOLED_CLASS = "BertMeanPooledForSequenceClassification"
+MEAN_POOLED_TYPE = "bert-mean-pooled"  # a model type transformers does not know: loading needs trust_remote_code
 
 
 def export_hf(model: Bert, tokenizer, folder: str | Path) -> Path:
@@ -20,7 +21,8 @@ def export_hf(model: Bert, tokenizer, folder: str | Path) -> Path:
     ``transformers.pipeline("text-classification", model=folder)`` loads it); one without as
     ``BertModel``. A head that reads the mean over tokens (``classifier_pooling="mean"``) has no
     ``transformers`` class: its folder carries one (``hf_mean_pooling.py``), which ``transformers``
-    loads with ``trust_remote_code=True``. The folder is written beside its final place and renamed into it, so an
+    loads with ``trust_remote_code=True`` (and refuses without it, rather than read the untrained [CLS]
+    pooler). The folder is written beside its final place and renamed into it, so an
     interrupted export never leaves a half-written model behind.
     """
     from safetensors.torch import save_file
@@ -33,8 +35,9 @@ def export_hf(model: Bert, tokenizer, folder: str | Path) -> Path:
         state = {k.removeprefix("bert."): v for k, v in state.items()}
     mean_head = model.config.num_labels > 0 and model.config.classifier_pooling == "mean"
     if mean_head:  # transformers' own head reads [CLS]: ship the head this model was trained with
-        cfg["architectures"] = [MEAN_POOLED_CLASS]
-        cfg["auto_map"] = {"AutoModelForSequenceClassification": f"{MEAN_POOLING_FILE.stem}.{MEAN_POOLED_CLASS}"}
+        cfg["architectures"], cfg["model_type"] = [MEAN_POOLED_CLASS], MEAN_POOLED_TYPE
+        cfg["auto_map"] = {"AutoConfig": f"{MEAN_POOLING_FILE.stem}.BertMeanPooledConfig",
+                           "AutoModelForSequenceClassification": f"{MEAN_POOLING_FILE.stem}.{MEAN_POOLED_CLASS}"}
     with atomic_folder(folder) as tmp:  # modes from the umask, not mkdtemp's 0700 / safetensors' 0600
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -1,17 +1,24 @@
 """A BERT classifier whose head reads the mean of the last hidden states over real tokens.
 
 ``transformers`` has no such head: the course's ``export_hf`` copies this file beside a model
-built with ``classifier_pooling="mean"``, and names it in ``config.json`` (``auto_map``), so that
-``transformers`` loads it with ``trust_remote_code=True`` instead of silently reading the
-[CLS] pooler the weights were not trained with.
+built with ``classifier_pooling="mean"`` and names it in ``config.json`` (``auto_map``), under a
+model type of its own. ``transformers`` then loads it with ``trust_remote_code=True``, and
+without that flag refuses the folder, instead of silently reading the [CLS] pooler that the
+weights were never trained with.
 """
 
 import torch
-from transformers import BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
+class BertMeanPooledConfig(BertConfig):
+    model_type = "bert-mean-pooled"
+
+
 class BertMeanPooledForSequenceClassification(BertForSequenceClassification):
+    config_class = BertMeanPooledConfig
+
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 from .bert import Bert
+from .export import MEAN_POOLED_TYPE
 
 PACKAGED_TEACHER = "minilm"
 _HUB_FILES = ["config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
@@ -57,8 +59,12 @@ def resolve_teacher_folder(name_or_path: str) -> Path:
 
 def load_tokenizer(folder: str | Path):
     """The fast (Rust) tokenizer saved beside the weights."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, BertTokenizerFast
 
+    config = Path(folder) / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("model_type") == MEAN_POOLED_TYPE:
+        # AutoTokenizer would read the course's own model type as custom code and ask before running it
+        return BertTokenizerFast.from_pretrained(str(folder))
     return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
 
 
