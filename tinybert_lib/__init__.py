@@ -4,11 +4,12 @@ Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which
 ``data`` (SST-2 and WikiText-2), ``losses`` (the four TinyBERT losses), ``profiles`` (run sizes),
 ``runtime`` (seeds, devices, processes), ``export`` (Hugging Face folders), ``training`` (the
 one loop, through Accelerate), ``distill`` / ``pipeline`` (the stages), ``augment``, ``ablations``,
-``bench`` / ``estimate`` (measured and estimated cost), ``preflight`` (is a profile ready to run?).
+``bench`` / ``estimate`` (measured and estimated cost), ``preflight`` (is a profile ready to run?),
+``quantization`` (int8 by hand) and ``deploy`` (ONNX, ONNX Runtime, int8 variants, measured side by side).
 """
 
-from . import (ablations, augment, bench, data, distill, estimate, evaluate, exercises, losses, pipeline, plotting, preflight,
-               training)
+from . import (ablations, augment, bench, data, deploy, distill, estimate, evaluate, exercises, losses, pipeline, plotting,
+               preflight, quantization, training)
 from .bert import Bert, BertConfig, BertOutput
 from .export import export_hf
 from .preflight import LessonParameterError, check_lesson_parameters

@@ -78,10 +78,16 @@ def export_onnx(model: Bert, path: str | Path, opset: int = 18) -> Path:
 def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
     """ONNX Runtime's dynamic quantization: int8 weights for every MatMul and Gather (the embedding tables)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     dst = Path(dst)
     with atomic_file(dst) as tmp:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        prepared = tmp.with_name(tmp.name + ".pre")  # shapes inferred and the graph folded first, as ONNX Runtime advises
+        try:
+            quant_pre_process(str(src), str(prepared))
+            quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8)
+        finally:
+            prepared.unlink(missing_ok=True)
     return dst
 
 

@@ -25,28 +25,39 @@ INT8_MIN, INT8_MAX = -128, 127
 ACTIVATION_MAX = 127
 
 
+def _inverse(scale: float) -> torch.Tensor:
+    # The kernels multiply by a float32 1/scale rather than divide by scale: at a value halfway between two
+    # integers the two can round differently, so the course does as they do.
+    return 1.0 / torch.tensor(scale, dtype=torch.float32)
+
+
 def weight_scale(w: torch.Tensor) -> float:
-    """Symmetric per-tensor scale of a weight: the largest |w| maps to half the int8 range."""
-    return max(w.abs().max().item() / ((INT8_MAX - INT8_MIN) / 2), torch.finfo(torch.float32).eps)
+    """Symmetric per-tensor scale of a weight: the largest |w| maps to half the int8 range (float32, as stored)."""
+    scale = w.detach().abs().max().float() / ((INT8_MAX - INT8_MIN) / 2)
+    return max(scale.item(), torch.finfo(torch.float32).eps)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(int8 values, scale) of a weight, with zero point 0."""
     scale = weight_scale(w)
-    return torch.clamp(torch.round(w / scale), INT8_MIN, INT8_MAX).to(torch.int8), scale
+    return torch.clamp(torch.round(w.detach().float() * _inverse(scale)), INT8_MIN, INT8_MAX).to(torch.int8), scale
 
 
 def activation_qparams(x: torch.Tensor, q_max: int = ACTIVATION_MAX) -> tuple[float, int]:
     """(scale, zero point) that map [min(x, 0), max(x, 0)] onto 0..q_max: the real 0 is an exact integer."""
     lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
-    scale = max((hi - lo) / q_max, torch.finfo(torch.float32).eps)
-    return scale, int(min(max(round(-lo / scale), 0), q_max))
+    scale = (hi - lo) / q_max if hi > lo else 0.1
+    # the zero point from whichever end of the range loses less precision, rounded half to even
+    from_lo, from_hi = -lo / scale, q_max - hi / scale
+    zero_point = from_lo if abs(lo / scale) < q_max + abs(hi / scale) else from_hi
+    return float(torch.tensor(scale, dtype=torch.float32)), int(min(max(round(zero_point), 0), q_max))
 
 
 def quantize_activation(x: torch.Tensor, q_max: int = ACTIVATION_MAX) -> tuple[torch.Tensor, float, int]:
     """(unsigned values, scale, zero point) of one batch of inputs."""
     scale, zero_point = activation_qparams(x, q_max)
-    return torch.clamp(torch.round(x / scale) + zero_point, 0, q_max).to(torch.uint8), scale, zero_point
+    q = torch.clamp(torch.round(x.detach().float() * _inverse(scale) + zero_point), 0, q_max)
+    return q.to(torch.uint8), scale, zero_point
 
 
 def dequantize(q: torch.Tensor, scale: float, zero_point: int = 0) -> torch.Tensor:
@@ -61,4 +72,4 @@ def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     # The kernels accumulate integers exactly in int32; float64 holds the same integers exactly.
     acc = (q_x.double() - z_x) @ q_w.double().T
     y = (acc * (s_x * s_w)).float()
-    return y if bias is None else y + bias
+    return y if bias is None else y + bias.detach()
