@@ -182,6 +182,12 @@ def test_hub_fallback_writes_the_mirror_format(tmp_path: Path, monkeypatch: pyte
         with (MIRROR / f"wikitext-2/wiki.{name}.tokens").open(encoding="utf-8", newline="\n") as f:
             wiki[hub_split] = Dataset.from_dict({"text": [line if line.strip() else "" for line in f]})
     hubs = {("nyu-mll/glue", "sst2"): glue, ("Salesforce/wikitext", "wikitext-2-v1"): wiki}
+    for name in ("mrpc", "rte", "cola"):  # GLUE's other tasks: text columns, an int label and idx
+        splits = {}
+        for split, hub_split in (("train", "train"), ("dev", "validation")):
+            ds = data.load_task(name, split)
+            splits[hub_split] = ds.add_column("idx", list(range(len(ds))))
+        hubs[("nyu-mll/glue", name)] = splits
     calls: list[tuple[str, str]] = []
 
     def fake_load_dataset(name: str, config: str):
@@ -200,6 +206,8 @@ def test_hub_fallback_writes_the_mirror_format(tmp_path: Path, monkeypatch: pyte
     assert (target / "sst2/dev.tsv").read_text(encoding="utf-8").startswith("sentence\tlabel\n")
     assert data.load_sst2("dev").to_dict() == expected_dev.to_dict()
     assert data.load_corpus_lines("valid") == expected_lines
+    for name in ("mrpc", "rte", "cola"):  # the same rows, read back through each task's own layout
+        assert data.load_task(name, "dev").to_dict() == hubs[("nyu-mll/glue", name)]["validation"].remove_columns("idx").to_dict()
 
     # Hub files may have other bytes than the mirror's (WikiText's blank lines lose their
     # space), but a re-run offline still accepts them by row count.
@@ -215,7 +223,8 @@ def test_cli_prepare_prints_report(tmp_path: Path, capsys: pytest.CaptureFixture
     assert data.main(["prepare", "--mirror", str(MIRROR), "--target", str(target)]) == 0
     out = capsys.readouterr().out
     assert str(target.resolve()) in out
-    assert out.count("copied") == 4 and "67,349 rows" in out
+    assert out.count("copied") == len(FILES) == 10 and "67,349 rows" in out
+    assert "mrpc/train.tsv" in out and "3,668 rows" in out and "cola/dev.tsv" in out
 
 
 def test_loaders_without_data_point_to_make_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,11 @@
 """Data for the TinyBERT course: getting the files, reading them, and batching them.
 
-Two datasets are used:
+Two kinds of data are used:
 
-* **GLUE SST-2** (``sst2/train.tsv``, ``sst2/dev.tsv``): sentence-level sentiment, the
-  task-specific distillation data.
+* **GLUE tasks**: SST-2 (``sst2/train.tsv``, ``sst2/dev.tsv``; sentence-level sentiment, the
+  lessons' task), and MRPC, RTE and CoLA (``mrpc/``, ``rte/``, ``cola/``): the task-specific
+  distillation data. What each file holds and how it is laid out is in :mod:`~tinybert_lib.tasks`;
+  :func:`load_task` reads any of them.
 * **WikiText-2**, tokenised release (``wikitext-2/wiki.train.tokens``, ``wiki.valid.tokens``):
   the general-distillation corpus. The ``gpu`` profile reads **WikiText-103** (the same release,
   50 times the text) instead: see :func:`general_corpus_lines`.
@@ -14,8 +16,8 @@ that, from the Hugging Face hub. Run it from the shell as::
 
     python -m tinybert_lib.data prepare [--mirror PATH] [--target PATH] [--force]
 
-This module deliberately imports nothing else from ``tinybert_lib`` so it can be used (and
-tested) on its own.
+This module imports only the task descriptions (:mod:`~tinybert_lib.tasks`) and atomic writes
+from ``tinybert_lib`` so it can be used (and tested) on its own.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .atomic import atomic_write_text
+from .tasks import SST2, TASKS, Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -57,29 +60,49 @@ EXPECTED_SHA256: dict[str, str] = {
     "sst2/dev.tsv": "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
     "wikitext-2/wiki.train.tokens": "728c77e87e176af4730f9a80fc6008bcaff421a7202c1c048877c0eec3685f89",
     "wikitext-2/wiki.valid.tokens": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+    "mrpc/train.tsv": "122becc469405bc16f9defcb8715d2a4b7ce600e9d9381e6dc42bfdd1494c51d",
+    "mrpc/dev.tsv": "81c8a1a9e1dfe461dd2c1a4f98f43fe18bece44d2bf9e3d0b245b88e5aa5eaf7",
+    "rte/train.tsv": "41e3a9b063433392343fad9e962cf2f58b681c78d8f71592f4186f0837246c5c",
+    "rte/dev.tsv": "80230dfa1347282e7b532b06a1004a76a710087541189bf874223ddf0e3819fb",
+    "cola/train.tsv": "cb368ebeb9f27d7ad03720d27ddc95687a311bdb100781a2fe59a5f5b1bc0624",
+    "cola/dev.tsv": "8c013e21dc39957cac37378d87bebe225b694a0d5fe13eded66c2856628833fd",
 }
 
-#: Rows per file: data rows for the TSVs (header excluded), raw lines for WikiText.
+#: Rows per file: data rows for the TSVs (a header excluded), raw lines for WikiText.
 EXPECTED_ROWS: dict[str, int] = {
     "sst2/train.tsv": 67_349,
     "sst2/dev.tsv": 872,
     "wikitext-2/wiki.train.tokens": 36_718,
     "wikitext-2/wiki.valid.tokens": 3_760,
+    "mrpc/train.tsv": 3_668,
+    "mrpc/dev.tsv": 408,
+    "rte/train.tsv": 2_490,
+    "rte/dev.tsv": 277,
+    "cola/train.tsv": 8_551,
+    "cola/dev.tsv": 1_043,
 }
 
-#: Label counts (0 negative, 1 positive) of the SST-2 files (SOURCES.md): a file with the right
-#: row count but flipped or shuffled labels is caught even where no checksum can be compared.
+#: Label counts (by label id, see :mod:`~tinybert_lib.tasks`) of the task files (SOURCES.md): a file
+#: with the right row count but flipped or shuffled labels is caught even where no checksum can be compared.
 EXPECTED_LABELS: dict[str, dict[int, int]] = {
     "sst2/train.tsv": {0: 29_780, 1: 37_569},
     "sst2/dev.tsv": {0: 428, 1: 444},
+    "mrpc/train.tsv": {0: 1_194, 1: 2_474},
+    "mrpc/dev.tsv": {0: 129, 1: 279},
+    "rte/train.tsv": {0: 1_249, 1: 1_241},  # 0 entailment, 1 not_entailment (GLUE's ids)
+    "rte/dev.tsv": {0: 146, 1: 131},
+    "cola/train.tsv": {0: 2_528, 1: 6_023},
+    "cola/dev.tsv": {0: 322, 1: 721},
 }
 
 #: What ``prepare_data`` wrote, in the data folder: size, mtime and sha256 of each file, so that
 #: every load can check cheaply that the file is still the one verified then.
 MANIFEST = ".prepared.json"
 
-SST2_FILES: dict[str, str] = {"train": "sst2/train.tsv", "dev": "sst2/dev.tsv"}
-SST2_LABELS: tuple[str, ...] = ("negative", "positive")  # label 0, label 1 (GLUE's names)
+SST2_FILES: dict[str, str] = dict(SST2.files)
+SST2_LABELS: tuple[str, ...] = SST2.label_names  # label 0, label 1 (GLUE's names)
+#: The course's task files, and the task each belongs to (how it is laid out).
+TASK_FILES: dict[str, Task] = {relpath: task for task in TASKS.values() for relpath in task.files.values()}
 CORPUS_FILES: dict[str, str] = {
     "train": "wikitext-2/wiki.train.tokens",
     "valid": "wikitext-2/wiki.valid.tokens",
@@ -102,13 +125,17 @@ _HUB_SOURCES: dict[str, tuple[str, str, str]] = {
     "sst2/dev.tsv": ("nyu-mll/glue", "sst2", "validation"),
     "wikitext-2/wiki.train.tokens": ("Salesforce/wikitext", "wikitext-2-v1", "train"),
     "wikitext-2/wiki.valid.tokens": ("Salesforce/wikitext", "wikitext-2-v1", "validation"),
+    **{relpath: task.hub_source(split) for task in TASKS.values() if task is not SST2
+       for split, relpath in task.files.items() if relpath in EXPECTED_SHA256},
 }
 
 _MAKE_DATA_HINT = (
     "set DATA_MIRROR=/path/to/mirror (laid out as sst2/train.tsv, sst2/dev.tsv, "
-    "wikitext-2/wiki.train.tokens, wikitext-2/wiki.valid.tokens; see data/README.md) "
+    "wikitext-2/wiki.train.tokens, wikitext-2/wiki.valid.tokens, and mrpc/, rte/, cola/ with train.tsv "
+    "and dev.tsv; see data/README.md) "
     "or run `make data` with internet access so the files download from the Hugging Face hub"
 )
+_DAMAGED_HINT = "the file is damaged: get it again with `make data` (python -m tinybert_lib data prepare --force)"
 
 # Columns the collator passes on; anything else (``length``, raw text) is for sampling or
 # inspection only and would break ``model(**batch)``.
@@ -163,7 +190,12 @@ def _require(relpath: str, strict: bool = False) -> Path:
     when ``strict`` (the pre-run check), and used with a warning otherwise.
     """
     root = data_dir()
-    path = root / relpath
+    path = root / relpath  # an absolute relpath (a task of your own) stays as it is
+    if relpath not in EXPECTED_SHA256:  # not a course file: nothing to compare it with
+        if not path.is_file():
+            raise DataNotFoundError(f"{path} not found: a task's files are read from the data folder ({root}) "
+                                    "unless its Task.files gives an absolute path; put the file there or fix the path.")
+        return path
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found. To get the course data, {_MAKE_DATA_HINT}.")
     st = path.stat()
@@ -206,7 +238,7 @@ def _sha256(path: Path) -> str:
 
 
 def _count_rows(relpath: str, path: Path) -> int:
-    """Rows as SOURCES.md counts them: lines (like ``wc -l``), minus the TSV header."""
+    """Rows as SOURCES.md counts them: lines (like ``wc -l``), minus a TSV's header (CoLA has none)."""
     lines = 0
     last = b"\n"
     with path.open("rb") as f:
@@ -215,7 +247,9 @@ def _count_rows(relpath: str, path: Path) -> int:
             last = chunk[-1:]
     if last != b"\n":  # a final line without a newline still counts
         lines += 1
-    return lines - 1 if relpath.endswith(".tsv") else lines
+    task = TASK_FILES.get(relpath)
+    has_header = task.header if task is not None else relpath.endswith(".tsv")
+    return lines - 1 if has_header else lines
 
 
 def _check_rows(relpath: str, path: Path, origin: str) -> int:
@@ -228,39 +262,73 @@ def _check_rows(relpath: str, path: Path, origin: str) -> int:
     return rows
 
 
-def _read_sst2_rows(path: Path, limit: int | None = None) -> Iterator[tuple[str, int]]:
-    """(sentence, label) rows of an SST-2 TSV; a malformed line is an error naming file and line."""
-    # QUOTE_NONE: a sentence may start with a double quote, which is text, not CSV quoting.
-    with path.open(encoding="utf-8", newline="") as f:
+def _row_shape(task: Task) -> str:
+    """How a row of the task's files looks, for error messages."""
+    if task.file_columns == (task.text_columns[0], task.label_column):
+        values = " or ".join(str(i) for i in range(task.num_labels)) if task.labels_in_file == "id" else "name"
+        return f"a sentence, a tab and a label {values}"
+    return f"{len(task.file_columns)} tab-separated fields ({', '.join(task.file_columns)})"
+
+
+def _label_ids(task: Task) -> dict[str, int]:
+    """What the label column may hold, and the label id each value means."""
+    if task.labels_in_file == "name":
+        return {name: i for i, name in enumerate(task.label_names)}
+    return {str(i): i for i in range(task.num_labels)}
+
+
+def _read_task_rows(task: Task, path: Path, limit: int | None = None,
+                    course_file: bool = True) -> Iterator[tuple[tuple[str, ...], int]]:
+    """``((text, ...), label id)`` rows of a task file; a malformed row is an error naming file and line.
+
+    ``course_file``: the file is one of the course's (a damaged copy is fetched again), not one
+    of your own (the file or its Task description is wrong).
+    """
+    fix = _DAMAGED_HINT if course_file else (
+        f"fix the file, or task {task.name!r}'s description (Task.file_columns, label_column, label_names)")
+    columns = len(task.file_columns)
+    text_at = [task.file_columns.index(c) for c in task.text_columns]
+    label_at = task.file_columns.index(task.label_column)
+    label_ids = _label_ids(task)
+    # utf-8-sig: GLUE's MRPC files start with a byte-order mark, which is not part of the header.
+    # QUOTE_NONE: a field may start with a double quote, which is text, not CSV quoting.
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header != ["sentence", "label"]:
-            raise DataIntegrityError(f"{path}, line 1: expected header ['sentence', 'label'], got {header}")
-        for row in islice(reader, limit):
-            if len(row) != 2 or row[1] not in {"0", "1"}:
-                shown = "\t".join(row)
+        if task.header:
+            header = next(reader, None)
+            if header != list(task.file_columns):
                 raise DataIntegrityError(
-                    f"{path}, line {reader.line_num}: expected a sentence, a tab and a label 0 or 1, got "
-                    f"{shown[:80]!r}{'...' if len(shown) > 80 else ''}; the file is damaged: get it again with "
-                    "`make data` (python -m tinybert_lib data prepare --force)"
-                )
-            yield row[0], int(row[1])
+                    f"{path}, line 1: expected header {list(task.file_columns)}, got {header}"
+                    + ("" if course_file else f"; {fix}"))
+        for row in islice(reader, limit):
+            if len(row) != columns or row[label_at] not in label_ids:
+                shown = "\t".join(row)
+                shown = f"{shown[:80]!r}{'...' if len(shown) > 80 else ''}"
+                if len(row) != columns:
+                    problem = f"expected {_row_shape(task)}, got {len(row)} field(s): {shown}"
+                else:
+                    problem = (f"unknown label {row[label_at]!r} in column {task.label_column!r} "
+                               f"(task {task.name!r} labels: {', '.join(label_ids)}), in {shown}")
+                raise DataIntegrityError(f"{path}, line {reader.line_num}: {problem}; {fix}")
+            yield tuple(row[i] for i in text_at), label_ids[row[label_at]]
 
 
 def _check_content(relpath: str, path: Path, origin: str) -> int:
-    """Row count, and for SST-2 every line's format and the label counts; returns the rows."""
+    """Row count, and for a task file every line's format and the label counts; returns the rows."""
     if relpath not in EXPECTED_LABELS:
         return _check_rows(relpath, path, origin)
-    counts = {0: 0, 1: 0}
-    for _, label in _read_sst2_rows(path):
+    task = TASK_FILES[relpath]
+    counts = {i: 0 for i in range(task.num_labels)}
+    for _, label in _read_task_rows(task, path):
         counts[label] += 1
     rows, expected = sum(counts.values()), EXPECTED_LABELS[relpath]
     if rows != EXPECTED_ROWS[relpath]:
         raise DataIntegrityError(f"{relpath} from {origin}: expected {EXPECTED_ROWS[relpath]:,} rows, got {rows:,} ({path})")
     if counts != expected:
+        names = " / ".join(task.label_names)
         raise DataIntegrityError(
-            f"{relpath} from {origin}: expected {expected[0]:,} negative / {expected[1]:,} positive labels, got "
-            f"{counts[0]:,} / {counts[1]:,}: the labels are wrong ({path})"
+            f"{relpath} from {origin}: expected {' / '.join(f'{expected[i]:,}' for i in counts)} {names} labels, got "
+            f"{' / '.join(f'{counts[i]:,}' for i in counts)}: the labels are wrong ({path})"
         )
     return rows
 
@@ -320,10 +388,8 @@ def _write_from_hub(relpath: str, dest: Path, cache: dict[tuple[str, str], Any])
     tmp = _temp_beside(dest)
     try:
         with tmp.open("w", encoding="utf-8", newline="\n") as f:
-            if relpath.endswith(".tsv"):
-                f.write("sentence\tlabel\n")
-                for sentence, label in zip(rows["sentence"], rows["label"]):
-                    f.write(f"{sentence}\t{int(label)}\n")
+            if relpath in TASK_FILES:
+                _write_task_rows(f, TASK_FILES[relpath], rows)
             else:
                 # The hub keeps each line's own "\n" (blank lines come as ""), so one
                 # row is one line of the original wiki.*.tokens file.
@@ -334,6 +400,19 @@ def _write_from_hub(relpath: str, dest: Path, cache: dict[tuple[str, str], Any])
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+def _write_task_rows(f: Any, task: Task, rows: Any) -> None:
+    """A hub split in the layout of the task's files (columns the hub lacks, such as MRPC's ids, left empty)."""
+    if task.header:
+        f.write("\t".join(task.file_columns) + "\n")
+    texts = [rows[field] for field in task.text_fields]  # GLUE's hub columns are the text_fields
+    for *values, label in zip(*texts, rows["label"]):
+        row = dict.fromkeys(task.file_columns, "")
+        for column, text in zip(task.text_columns, values):
+            row[column] = " ".join(text.split("\t")).replace("\n", " ")  # no tab or newline may break the row
+        row[task.label_column] = str(int(label)) if task.labels_in_file == "id" else task.label_names[int(label)]
+        f.write("\t".join(row.values()) + "\n")
 
 
 def _write_manifest(target_dir: Path) -> None:
@@ -356,7 +435,7 @@ def prepare_data(
     target: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> dict[str, FileStatus]:
-    """Fill the data folder with SST-2 and WikiText-2, verified.
+    """Fill the data folder with SST-2, WikiText-2, MRPC, RTE and CoLA, verified.
 
     Args:
         mirror: local folder laid out like ``data/`` (``sst2/train.tsv``, ...). Defaults to
@@ -365,13 +444,13 @@ def prepare_data(
         force: re-copy / re-download even files that are already present and valid.
 
     Returns:
-        ``{relative path: FileStatus(action, rows, check)}`` for the four files.
+        ``{relative path: FileStatus(action, rows, check)}`` for every file (``EXPECTED_SHA256``).
 
     Raises:
         DataNotFoundError: no mirror and the hub is unreachable or disabled (offline), or
             the mirror lacks a file.
         DataIntegrityError: a mirror file has the wrong sha256, or a file the wrong row count,
-            SST-2 label counts or a malformed line (named with its file and line); offline, also
+            label counts or a malformed line (named with its file and line); offline, also
             a present file that is damaged and cannot be replaced.
 
     Writes ``.prepared.json`` (size, mtime and sha256 of each file), which every load checks.
@@ -444,8 +523,32 @@ def prepare_data(
 
 
 # --------------------------------------------------------------------------------------
-# SST-2
+# Tasks: SST-2, MRPC, RTE, CoLA (and any Task)
 # --------------------------------------------------------------------------------------
+
+
+def load_task(task: Task | str, split: str = "train", limit: int | None = None) -> Dataset:
+    """A task's split as a Dataset with its text column(s) (str) and ``label`` (int, the label id).
+
+    ``task``: a :class:`~tinybert_lib.tasks.Task` or its name (``"sst2"``, ``"mrpc"``, ``"rte"``,
+    ``"cola"``). ``split`` is ``"train"`` or ``"dev"``; ``limit`` keeps the first ``limit`` rows.
+    Columns: ``sentence`` for single sentences (SST-2, CoLA), ``sentence1`` and ``sentence2`` for
+    pairs (MRPC, RTE), as GLUE names them. A row with the wrong number of fields or an unknown
+    label stops the load with an error naming the file and the line.
+    """
+    task = get_task(task)
+    if split not in task.files:
+        raise ValueError(f"split must be one of {sorted(task.files)}, got {split!r}")
+    relpath = task.files[split]
+    path = _require(relpath)
+    texts: list[list[str]] = [[] for _ in task.text_fields]
+    labels: list[int] = []
+    for values, label in _read_task_rows(task, path, limit, course_file=relpath in EXPECTED_SHA256):
+        for column, text in zip(texts, values):
+            column.append(text.strip())  # GLUE's SST-2 ends every sentence with a space
+        labels.append(label)
+    features = Features({**{name: Value("string") for name in task.text_fields}, "label": Value("int64")})
+    return Dataset.from_dict({**dict(zip(task.text_fields, texts)), "label": labels}, features=features)
 
 
 def load_sst2(split: str = "train", limit: int | None = None) -> Dataset:
@@ -453,25 +556,25 @@ def load_sst2(split: str = "train", limit: int | None = None) -> Dataset:
 
     ``split`` is ``"train"`` or ``"dev"``; ``limit`` keeps the first ``limit`` rows.
     """
-    if split not in SST2_FILES:
-        raise ValueError(f"split must be one of {sorted(SST2_FILES)}, got {split!r}")
-    path = _require(SST2_FILES[split])
-    sentences: list[str] = []
-    labels: list[int] = []
-    for sentence, label in _read_sst2_rows(path, limit):
-        sentences.append(sentence.strip())  # GLUE ends every sentence with a space
-        labels.append(label)
-    features = Features({"sentence": Value("string"), "label": Value("int64")})
-    return Dataset.from_dict({"sentence": sentences, "label": labels}, features=features)
+    return load_task(SST2, split, limit)
 
 
-def tokenize_sst2(dataset: Dataset, tokenizer: Any, max_length: int = 64) -> Dataset:
-    """Tokenise SST-2 sentences (truncated, not padded: the collator pads per batch).
+def tokenize_task(dataset: Dataset, task: Task | str, tokenizer: Any, max_length: int = 64) -> Dataset:
+    """Tokenise a task's examples (truncated, not padded: the collator pads per batch).
+
+    A pair is encoded as BERT does, by the tokenizer's own pair call: ``[CLS] a [SEP] b [SEP]``,
+    ``token_type_ids`` 0 over ``[CLS] a [SEP]`` and 1 over ``b [SEP]``; a pair too long loses
+    tokens from its longer sentence first (``longest_first``).
 
     Returns a Dataset with columns ``input_ids``, ``attention_mask``, ``token_type_ids``,
     ``labels`` and ``length`` (tokens per example, used for length-grouped batching).
     """
-    encoded = tokenizer(list(dataset["sentence"]), truncation=True, max_length=max_length)
+    task = get_task(task)
+    missing = [c for c in task.text_fields if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"dataset has no column(s) {missing} for task {task.name!r}; columns: {dataset.column_names}")
+    texts = [list(dataset[c]) for c in task.text_fields]
+    encoded = tokenizer(*texts, truncation="longest_first", max_length=max_length)
     return Dataset.from_dict(
         {
             "input_ids": encoded["input_ids"],
@@ -481,6 +584,11 @@ def tokenize_sst2(dataset: Dataset, tokenizer: Any, max_length: int = 64) -> Dat
             "length": [len(ids) for ids in encoded["input_ids"]],
         }
     )
+
+
+def tokenize_sst2(dataset: Dataset, tokenizer: Any, max_length: int = 64) -> Dataset:
+    """Tokenise SST-2 sentences: :func:`tokenize_task` for SST-2."""
+    return tokenize_task(dataset, SST2, tokenizer, max_length)
 
 
 # --------------------------------------------------------------------------------------
