@@ -1,7 +1,8 @@
 """tinybert_lib: the library the TinyBERT-from-Scratch lessons build and reuse.
 
 Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which models),
-``data`` (SST-2 and WikiText-2), ``losses`` (the four TinyBERT losses), ``profiles`` (run sizes),
+``tasks`` (SST-2, MRPC, RTE, CoLA: what a task is, its GLUE metrics), ``data`` (reading them, and
+WikiText-2), ``losses`` (the four TinyBERT losses), ``profiles`` (run sizes),
 ``runtime`` (seeds, devices, processes), ``export`` (Hugging Face folders), ``training`` (the
 one loop, through Accelerate), ``distill`` / ``pipeline`` (the stages), ``augment``, ``ablations``,
 ``bench`` / ``estimate`` (measured and estimated cost), ``preflight`` (is a profile ready to run?),
@@ -9,7 +10,7 @@ one loop, through Accelerate), ``distill`` / ``pipeline`` (the stages), ``augmen
 """
 
 from . import (ablations, augment, bench, data, deploy, distill, estimate, evaluate, exercises, losses, pipeline, plotting,
-               preflight, quantization, training)
+               preflight, quantization, tasks, training)
 from .bert import Bert, BertConfig, BertOutput
 from .export import export_hf
 from .preflight import LessonParameterError, check_lesson_parameters

@@ -500,7 +500,8 @@ def _tensor_fingerprint(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     return h.hexdigest()[:16]
 
 
-def _cache_key(sentences: Sequence[str], other: Sequence[Any], src: _Sources, profile: Profile, n_src: int, context_copy: bool) -> str:
+def _cache_key(sentences: Sequence[str], other: Sequence[Any], src: _Sources, profile: Profile, n_src: int, context_copy: bool,
+               columns: Optional[Sequence[str]] = None) -> str:
     h = hashlib.sha256()
     # The rows themselves (not datasets' fingerprint, which changes with how a set was built).
     for s, o in zip(sentences, other):
@@ -520,6 +521,8 @@ def _cache_key(sentences: Sequence[str], other: Sequence[Any], src: _Sources, pr
         "seed": profile.seed,
         "context_copy": context_copy,
     }
+    if columns is not None:  # a pair: which sentences were augmented (absent for one column, as before pairs existed)
+        settings["columns"] = list(columns)
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
@@ -554,13 +557,13 @@ def augment(
     device: Optional[torch.device | str] = None,
     *,
     tokenizer: Any = None,
-    text_column: str = "sentence",
+    text_column: str | Sequence[str] = "sentence",
     batch_size: int = 64,
     chunk_size: int = 256,
     context_copy: bool = True,
     progress: bool = True,
 ) -> Dataset:
-    """TinyBERT's data augmentation (Algorithm 1) of a sentence dataset such as SST-2.
+    """TinyBERT's data augmentation (Algorithm 1) of a sentence dataset such as SST-2, or of sentence pairs.
 
     For each of the first ``profile.augment_limit`` rows (all when ``None``): find the eligible
     words (:func:`eligible_words`), give each ``profile.augment_k`` candidates (masked-LM for
@@ -569,10 +572,17 @@ def augment(
     ``profile.augment_p`` (:func:`replace_words`). See the module docstring for what
     ``teacher_or_mlm`` may be.
 
+    ``text_column``: the column to augment, or several (a pair: ``("sentence1", "sentence2")``).
+    As the authors' script does for pairs, each sentence is augmented in turn: first new
+    versions of the first sentence beside the original second, then the original first beside
+    new versions of the second. (Their script edits its row in place, so the second sentence's
+    new rows carry the *last* new first sentence; here they carry the original, so every new
+    row changes one sentence of a real example.)
+
     Returns a Dataset with the source's columns plus ``is_original`` (bool): each source row
-    first (``is_original=True``), then its distinct new sentences with the source's ``label``
-    (and other columns) copied. At most ``augment_n + 1`` rows per source row.
-    :func:`augment_stats` summarises it.
+    first (``is_original=True``), then its distinct new rows with the source's ``label`` (and
+    other columns) copied. At most ``augment_n + 1`` rows per source row, ``2 * augment_n + 1``
+    for a pair. :func:`augment_stats` summarises it.
 
     ``cache_dir``: the result is saved there (atomically) under a name hashing the rows, the
     teacher's weights and the settings; an identical later call loads it instead.
@@ -581,21 +591,26 @@ def augment(
     candidates are computed together.
     """
     profile = get_profile(profile)
-    if text_column not in dataset.column_names:
-        raise ValueError(f"dataset has no column {text_column!r}; columns: {dataset.column_names}")
+    text_columns = [text_column] if isinstance(text_column, str) else list(text_column)
+    missing = [c for c in text_columns if c not in dataset.column_names]
+    if missing or not text_columns:
+        raise ValueError(f"dataset has no column {(missing or [''])[0]!r}; columns: {dataset.column_names}")
     if "is_original" in dataset.column_names:
         raise ValueError("dataset already has an 'is_original' column: it looks augmented already.")
     n_src = len(dataset) if profile.augment_limit is None else min(profile.augment_limit, len(dataset))
     source = dataset.select(range(n_src)) if n_src < len(dataset) else dataset
-    sentences: list[str] = list(source[text_column])
-    other_columns = [c for c in source.column_names if c != text_column]
+    texts: dict[str, list[str]] = {c: list(source[c]) for c in text_columns}
+    other_columns = [c for c in source.column_names if c not in text_columns]
     other_values = {c: list(source[c]) for c in other_columns}
 
     src = _resolve_sources(teacher_or_mlm, tokenizer)
     folder: Optional[Path] = None
     if cache_dir is not None:
-        key_rows = list(zip(*(other_values[c] for c in other_columns))) if other_columns else [()] * n_src
-        key = _cache_key(sentences, key_rows, src, profile, n_src, context_copy)
+        # The key of a single column is the one it always was (cached SST-2 sets stay valid).
+        keyed = text_columns[1:] + other_columns
+        key_rows = list(zip(*(texts.get(c) or other_values[c] for c in keyed))) if keyed else [()] * n_src
+        key = _cache_key(texts[text_columns[0]], key_rows, src, profile, n_src, context_copy,
+                         columns=text_columns if len(text_columns) > 1 else None)
         folder = Path(cache_dir) / f"augmented-{n_src}x{profile.augment_n}-{key}"
         if folder.is_dir():
             cached = Dataset.load_from_disk(str(folder))
@@ -612,7 +627,7 @@ def augment(
     neighbours = EmbeddingNeighbours(src.embeddings, src.tokenizer, device)
     k, tok = profile.augment_k, src.tokenizer
 
-    out_text: list[str] = []
+    out_text: dict[str, list[str]] = {c: [] for c in text_columns}
     out_original: list[bool] = []
     out_other: dict[str, list[Any]] = {c: [] for c in other_columns}
     n_mlm_words = n_neighbour_words = 0
@@ -621,10 +636,10 @@ def augment(
         nonlocal n_mlm_words, n_neighbour_words
         allowed = _allowed_mask(tok, _mlm_vocab_size(mlm), device) if mlm is not None else None
         max_length = _mlm_max_length(mlm) if mlm is not None else 0
-        bar = tqdm(total=n_src, desc="augmenting", unit="sent", disable=not progress)
-        for start in range(0, n_src, chunk_size):
-            stop = min(start + chunk_size, n_src)
-            split = [sentences[i].split() for i in range(start, stop)]
+
+        def chunk_candidates(split: list[list[str]]) -> list[Candidates]:
+            """Candidates for every eligible word of a chunk of sentences (split into words)."""
+            nonlocal n_mlm_words, n_neighbour_words
             # Tokenise each distinct word once: the piece count decides MLM vs neighbours.
             distinct = sorted({w for words in split for w in words})
             pieces_of = dict(zip(distinct, tok(distinct, add_special_tokens=False)["input_ids"])) if distinct else {}
@@ -654,15 +669,26 @@ def augment(
                     candidates[j][pos] = near[word]
             n_mlm_words += len(mlm_requests)
             n_neighbour_words += len(neighbour_slots)
+            return candidates
 
-            for j, words in enumerate(split):
+        bar = tqdm(total=n_src, desc="augmenting", unit="sent", disable=not progress)
+        for start in range(0, n_src, chunk_size):
+            stop = min(start + chunk_size, n_src)
+            splits = {c: [texts[c][i].split() for i in range(start, stop)] for c in text_columns}
+            candidates = {c: chunk_candidates(splits[c]) for c in text_columns}
+            for j in range(stop - start):
                 i = start + j
-                # One generator per example, seeded by (seed, index): reproducible, and independent
-                # of chunking and of how many examples are augmented.
-                rng = random.Random(f"{profile.seed}:{i}")
-                new = replace_words(words, candidates[j], profile.augment_p, profile.augment_n, rng)
-                for text, is_orig in [(sentences[i], True)] + [(s, False) for s in new]:
-                    out_text.append(text)
+                original = {c: texts[c][i] for c in text_columns}
+                rows: list[tuple[dict[str, str], bool]] = [(original, True)]
+                for n, c in enumerate(text_columns):
+                    # One generator per example (and per sentence of a pair), seeded by (seed, index):
+                    # reproducible, and independent of chunking and of how many examples are augmented.
+                    rng = random.Random(f"{profile.seed}:{i}" if n == 0 else f"{profile.seed}:{i}:{n}")
+                    new = replace_words(splits[c][j], candidates[c][j], profile.augment_p, profile.augment_n, rng)
+                    rows += [({**original, c: sentence}, False) for sentence in new]
+                for row, is_orig in rows:
+                    for c in text_columns:
+                        out_text[c].append(row[c])
                     out_original.append(is_orig)
                     for c in other_columns:
                         out_other[c].append(other_values[c][i])
@@ -676,9 +702,9 @@ def augment(
         run(None)
 
     seconds = time.perf_counter() - started
-    stats = {"source": n_src, "rows": len(out_text), "seconds": round(seconds, 3), "mlm_words": n_mlm_words, "neighbour_words": n_neighbour_words}
+    stats = {"source": n_src, "rows": len(out_original), "seconds": round(seconds, 3), "mlm_words": n_mlm_words, "neighbour_words": n_neighbour_words}
     features = Features({**{c: source.features[c] for c in source.column_names}, "is_original": Value("bool")})
-    columns = {c: out_text if c == text_column else out_other[c] for c in source.column_names}
+    columns = {c: out_text[c] if c in out_text else out_other[c] for c in source.column_names}
     result = Dataset.from_dict(
         {**columns, "is_original": out_original},
         info=DatasetInfo(description="tinybert_lib.augment " + json.dumps(stats), features=features),

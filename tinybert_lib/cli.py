@@ -1,4 +1,4 @@
-"""``python -m tinybert_lib run STAGE --profile PROFILE``: a stage headless, same code as the lessons."""
+"""``python -m tinybert_lib run STAGE --profile PROFILE [--task TASK]``: a stage headless, same code as the lessons."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .pipeline import STAGES, run_stage, stage_dir
 from .preflight import ProfileNotReadyError, check_ready
 from .profiles import PROFILES, get_profile
 from .records import StaleArtifactError
+from .tasks import TASKS
 from .runtime import is_main_process
 from .training import CheckpointError
 
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinybert_lib run", description=__doc__)
     parser.add_argument("stage", choices=STAGES + ("all",), help="the stage to run ('all' runs them in order)")
     parser.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
+    parser.add_argument("--task", default=None,
+                        help=f"the task: one of {', '.join(TASKS)} (default: the profile's, sst2)")
     parser.add_argument("--artifacts", default=None, help="artifacts folder (default: build/<profile>/artifacts)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the profile's)")
     parser.add_argument("--rebuild", action="store_true",
@@ -28,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         profile = get_profile(args.profile)
-    except ValueError as err:  # an unknown profile: the valid names, no traceback
+        if args.task is not None:
+            profile = profile.with_overrides(task=args.task)
+    except ValueError as err:  # an unknown profile or task: the valid names, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     artifacts = args.artifacts or f"build/{profile.name}/artifacts"
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         metrics = getattr(result, "metrics", {"rows": len(result)} if hasattr(result, "__len__") else {})
         if is_main_process():
-            print(json.dumps({"stage": stage, "profile": profile.name, "seconds": round(time.perf_counter() - start, 1),
-                              "metrics": metrics, "output": str(stage_dir(artifacts, stage))}))
+            print(json.dumps({"stage": stage, "profile": profile.name, "task": profile.task,
+                              "seconds": round(time.perf_counter() - start, 1), "metrics": metrics,
+                              "output": str(stage_dir(artifacts, stage, profile.task))}))
     return 0

@@ -4,12 +4,13 @@ Stage 1, ``general_distill``: Transformer-layer distillation (embedding + hidden
 losses through the layer mapping) of a randomly initialised student from a *pre-trained*
 teacher on unlabeled text. No prediction layer.
 
-``finetune_teacher``: the teacher learns the task (SST-2) with ordinary cross-entropy.
+``finetune_teacher``: the teacher learns the task (the profile's ``task``: SST-2 in the lessons,
+or MRPC, RTE, CoLA, or one of your own; see :mod:`~tinybert_lib.tasks`) with ordinary cross-entropy.
 
 Stage 2, ``task_distill``: from the general student and the *fine-tuned* teacher on the
 (augmented) task data — step 1 ``stage="intermediate"`` (emb + hid + att again), then step 2
 ``stage="prediction"`` (soft cross-entropy against the teacher's logits at temperature t),
-keeping the epoch with the best dev accuracy as the original implementation does.
+keeping the epoch with the best dev score (the task's main metric) as the original implementation does.
 
 The teacher always runs in eval mode under ``torch.no_grad()``: it is a fixed target, so it
 needs neither dropout nor an autograd graph (the original code leaves its dropout on).
@@ -31,14 +32,15 @@ from torch import nn
 from torch.profiler import record_function
 
 from .bert import Bert
-from .data import SST2_LABELS, load_sst2, make_loader, tokenize_sst2
-from .evaluate import accuracy
+from .data import load_task, make_loader, tokenize_task
+from .evaluate import evaluate_task
 from .export import export_hf
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .atomic import atomic_file, atomic_write_text, old_sibling
 from .profiles import Profile, get_profile
 from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
 from .runtime import is_main_process, pick_device, set_seed, wait_for_everyone
+from .tasks import Task, get_task
 from .training import TrainResult, dedupe_tensors, fit, move
 
 log = logging.getLogger(__name__)
@@ -297,10 +299,38 @@ def general_distill(
 # --- teacher fine-tuning --------------------------------------------------------------------
 
 
-def _task_splits(profile: Profile, sst2: Any) -> tuple[Dataset, Dataset]:
-    if sst2 is None:
-        return load_sst2("train", limit=profile.sst2_train_limit), load_sst2("dev", limit=profile.sst2_dev_limit)
-    return sst2["train"], sst2["dev"]
+def _task_splits(profile: Profile, task: Task, given: Any) -> tuple[Dataset, Dataset]:
+    if given is None:
+        return (load_task(task, "train", limit=profile.sst2_train_limit),
+                load_task(task, "dev", limit=profile.sst2_dev_limit))
+    return given["train"], given["dev"]
+
+
+def _stage_task(profile: Profile, task: Optional[Task | str]) -> Task:
+    """The task a stage works on: the one given, else the profile's."""
+    return get_task(task if task is not None else profile.task)
+
+
+def task_record(task: Task) -> dict[str, Any]:
+    """The task, for a settings record: ``{}`` for SST-2, whose records were written before tasks
+    were recorded (adding a key would make every existing SST-2 artifact stale), ``{"task": name}``
+    for any other, so an artifact built for one task is never reused for another."""
+    return {} if task.name == "sst2" else {"task": task.name}
+
+
+def max_length(profile: Profile, task: Task) -> int:
+    """Tokens per example: ``max_seq_len_pair`` for a sentence pair, ``max_seq_len_task`` otherwise."""
+    return profile.max_seq_len_pair if task.is_pair else profile.max_seq_len_task
+
+
+def _length_fields(task: Task) -> tuple[str, ...]:
+    # SST-2's records hold max_seq_len_task only; a pair task records the length it really uses too.
+    return ("max_seq_len_task", "max_seq_len_pair") if task.is_pair else ("max_seq_len_task",)
+
+
+def dev_metrics(model: Bert, dev_raw: Dataset, task: Task, length: int) -> dict[str, float]:
+    """The task's metrics on dev, as ``{"dev_<metric>": value}`` (main metric first)."""
+    return {f"dev_{k}": v for k, v in evaluate_task(model, dev_raw, task, max_length=length).items()}
 
 
 def gold_label_loss(model: Bert):
@@ -319,28 +349,35 @@ def finetune_teacher(
     profile: Profile | str = "smoke",
     *,
     out_dir: Optional[str | Path] = None,
-    num_labels: int = 2,
+    num_labels: Optional[int] = None,
     device: Optional[str] = None,
     stop_after: Optional[int] = None,
     rebuild: bool = False,
+    task: Optional[Task | str] = None,
 ) -> StageResult:
-    """Fine-tune the teacher on SST-2 train with cross-entropy; report dev accuracy each epoch.
+    """Fine-tune the teacher on the task's train set with cross-entropy; report its dev metrics each epoch.
 
-    ``sst2``: a mapping with ``"train"`` and ``"dev"`` datasets (``sentence``, ``label``), or
-    ``None`` to load them with the profile's limits. A teacher without a head gets one.
-    ``out_dir`` is reused or refused as in :func:`general_distill` (``rebuild=True``: train again).
+    ``task``: the task (default: the profile's, SST-2 unless set). ``sst2``: a mapping with
+    ``"train"`` and ``"dev"`` datasets (the task's text columns and ``label``), or ``None`` to load
+    them with the profile's limits. A teacher without a head gets one of ``num_labels`` classes
+    (default: the task's), named by the task's label names. ``out_dir`` is reused or refused as in
+    :func:`general_distill` (``rebuild=True``: train again).
     """
     profile, dev = _prepare(profile, device)
+    task = _stage_task(profile, task)
     out = Path(out_dir) if out_dir is not None else None
-    train_raw, dev_raw = _task_splits(profile, sst2)
+    train_raw, dev_raw = _task_splits(profile, task, sst2)
+    length = max_length(profile, task)
+    num_labels = task.num_labels if num_labels is None else num_labels
     pretrained = _teacher_record(teacher)
     if teacher.config.num_labels == 0:
         teacher.add_classifier(num_labels, pooling=profile.classifier_pooling,
-                               label_names=SST2_LABELS if num_labels == len(SST2_LABELS) else None)
+                               label_names=task.label_names if num_labels == task.num_labels else None)
     train_settings = {
         "stage": "teacher fine-tuning",
         "profile": profile_fields(profile, COMMON_FIELDS + ("finetune_epochs", "finetune_batch_size", "finetune_lr",
-                                                            "max_seq_len_task", "classifier_pooling")),
+                                                            *_length_fields(task), "classifier_pooling")),
+        **task_record(task),
         "teacher": pretrained, "num_labels": teacher.config.num_labels, "train": fingerprint_dataset(train_raw),
     }
     settings = {**train_settings, "dev": fingerprint_dataset(dev_raw)}
@@ -348,7 +385,7 @@ def finetune_teacher(
     if done is not None:
         return _reused(out, done, teacher, dev)
     tok = teacher.tokenizer
-    train_set = tokenize_sst2(train_raw, tok, profile.max_seq_len_task)
+    train_set = tokenize_task(train_raw, task, tok, length)
 
     loss_fn = gold_label_loss(teacher)
 
@@ -356,7 +393,7 @@ def finetune_teacher(
         return make_loader(train_set, profile.finetune_batch_size, tok, shuffle=True, seed=profile.seed + epoch)
 
     def evaluate() -> dict[str, float]:
-        return {"dev_accuracy": accuracy(teacher, dev_raw, max_length=profile.max_seq_len_task)}
+        return dev_metrics(teacher, dev_raw, task, length)
 
     train = fit(modules={"teacher": teacher}, loss_fn=loss_fn, loader_for_epoch=loader, epochs=profile.finetune_epochs,
                 lr=profile.finetune_lr, device=dev, warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay,
@@ -364,7 +401,8 @@ def finetune_teacher(
                 checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, eval_fn=evaluate, desc="teacher fine-tuning",
                 stop_after=stop_after, settings=train_settings)
     teacher.eval()
-    result = StageResult(teacher, train, metrics={"dev_accuracy": train.evals[-1]["dev_accuracy"] if train.evals else evaluate()["dev_accuracy"]})
+    scores = ({k: train.evals[-1][k] for k in train.evals[-1] if k.startswith("dev_")} if train.evals else evaluate())
+    result = StageResult(teacher, train, metrics=scores)
     if out is not None and is_main_process():
         export_hf(teacher, tok, out / "model")
         _write_summary(out, "teacher fine-tuning", result, {"train_rows": len(train_raw), "dev_rows": len(dev_raw)}, settings)
@@ -393,15 +431,19 @@ def task_distill(
     stop_after: Optional[int] = None,
     keep_best_epoch: bool = True,
     rebuild: bool = False,
+    task: Optional[Task | str] = None,
 ) -> StageResult:
-    """Stage 2 of TinyBERT on task data (``sentence``, ``label``; augmented or not).
+    """Stage 2 of TinyBERT on task data (the task's text columns and ``label``; augmented or not).
 
     ``stage="intermediate"`` (step 1): emb + hid + att losses against the fine-tuned teacher,
     starting from the general student; reports the held-out distillation loss on dev.
     ``stage="prediction"`` (step 2): soft cross-entropy between student and teacher logits at
-    temperature t (gold labels are never used), starting from step 1's student; the epoch with
-    the best dev accuracy is kept (``keep_best_epoch=False``: the last epoch, as a comparison
-    that scores on the same dev rows must). The student gets a classification head if it has none.
+    temperature t (gold labels are never used), starting from step 1's student; it reports the
+    task's dev metrics each epoch, and the epoch best at the task's main metric is kept
+    (``keep_best_epoch=False``: the last epoch, as a comparison that scores on the same dev rows
+    must). The student gets a classification head if it has none.
+    ``task``: the task (default: the profile's); ``dev_set``: its dev rows (default: loaded with
+    the profile's limit).
     ``out_dir`` is reused or refused as in :func:`general_distill` (``rebuild=True``: train again);
     the fine-tuned teacher, the student and the projections given are recorded by fingerprint, so
     a rebuilt upstream stage invalidates this one.
@@ -411,6 +453,12 @@ def task_distill(
     if teacher_ft.config.num_labels == 0:
         raise ValueError("task distillation needs a fine-tuned teacher with a classification head: run finetune_teacher first (lesson 07).")
     profile, dev = _prepare(profile, device)
+    task = _stage_task(profile, task)
+    if teacher_ft.config.num_labels != task.num_labels:
+        raise ValueError(f"the teacher's head has {teacher_ft.config.num_labels} classes, task {task.name!r} has "
+                         f"{task.num_labels} ({', '.join(task.label_names)}): fine-tune a teacher on {task.display} first "
+                         f"(finetune_teacher(..., task={task.name!r}), lesson 07).")
+    length = max_length(profile, task)
     out = Path(out_dir) if out_dir is not None else None
     given = {"teacher": _teacher_record(teacher_ft), "student": fingerprint_tensors(student),
              "projections": None if projections is None else fingerprint_tensors(projections)}
@@ -420,14 +468,14 @@ def task_distill(
                                label_names=teacher_ft.config.label_names)
     student.to(dev)
     tok = student.tokenizer
-    dev_raw = dev_set if dev_set is not None else load_sst2("dev", limit=profile.sst2_dev_limit)
+    dev_raw = dev_set if dev_set is not None else load_task(task, "dev", limit=profile.sst2_dev_limit)
     temperature = profile.temperature if temperature is None else temperature
     step_fields = (("task_intermediate_epochs", "task_lr_intermediate") if stage == "intermediate"
                    else ("task_prediction_epochs", "task_lr_prediction"))
     train_settings: dict[str, Any] = {
         "stage": f"task distillation ({stage})",
-        "profile": profile_fields(profile, COMMON_FIELDS + step_fields + ("task_batch_size", "max_seq_len_task")),
-        **given, "train": fingerprint_dataset(train_set),
+        "profile": profile_fields(profile, COMMON_FIELDS + step_fields + ("task_batch_size", *_length_fields(task))),
+        **task_record(task), **given, "train": fingerprint_dataset(train_set),
     }
     dev_record = fingerprint_dataset(dev_raw)
     if stage == "intermediate":
@@ -441,7 +489,8 @@ def task_distill(
         if stage == "intermediate":
             _, projections, _ = _layer_distillation(teacher_ft, student, mapping, projections, weights, attention_kind, dev)
         return _reused(out, done, student, dev, projections if stage == "intermediate" else None)
-    train_tok = tokenize_sst2(train_set, tok, profile.max_seq_len_task)
+    train_tok = tokenize_task(train_set, task, tok, length)
+    main = f"dev_{task.main_metric}"
 
     if stage == "intermediate":
         mapping, projections, loss_fn = _layer_distillation(teacher_ft, student, mapping, projections, weights, attention_kind, dev)
@@ -451,7 +500,7 @@ def task_distill(
     else:
         modules = {"student": student}
         epochs, lr = profile.task_prediction_epochs, profile.task_lr_prediction
-        best: dict[str, Any] = {"dev_accuracy": -1.0, "state": None}
+        best: dict[str, Any] = {"score": float("-inf"), "state": None}
 
         def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             with torch.no_grad():
@@ -459,13 +508,13 @@ def task_distill(
             return {"total": prediction_loss(student(**_inputs(batch)).logits, t_logits, temperature)}
 
         def evaluate() -> dict[str, float]:
-            acc = accuracy(student, dev_raw, max_length=profile.max_seq_len_task)
-            if acc > best["dev_accuracy"] or not keep_best_epoch:  # the best epoch, as the original does
-                best["dev_accuracy"] = acc
+            scores = dev_metrics(student, dev_raw, task, length)
+            if scores[main] > best["score"] or not keep_best_epoch:  # the best epoch, as the original does
+                best["score"] = scores[main]
                 best["state"] = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
                 if out is not None and is_main_process():
                     export_hf(student, tok, out / "model")
-            return {"dev_accuracy": acc}
+            return scores
 
     def loader(epoch: int):
         return make_loader(train_tok, profile.task_batch_size, tok, shuffle=True, seed=profile.seed + epoch)
@@ -478,7 +527,7 @@ def task_distill(
     result = StageResult(student, train, projections if stage == "intermediate" else None)
     student.eval()
     if stage == "intermediate":
-        dev_tok = tokenize_sst2(dev_raw, tok, profile.max_seq_len_task)
+        dev_tok = tokenize_task(dev_raw, task, tok, length)
         result.metrics.update({f"dev_{k}": v for k, v in distillation_loss_on(
             teacher_ft, student, dev_tok, mapping, projections, profile.task_batch_size, attention_kind, dev).items()})
         if out is not None and is_main_process():
@@ -490,9 +539,12 @@ def task_distill(
         elif out is not None and (out / "model" / "model.safetensors").is_file():  # resumed a finished run
             student.load_state_dict(Bert.from_folder(out / "model").state_dict())
         student.eval()
-        accs = [e["dev_accuracy"] for e in train.evals] or [accuracy(student, dev_raw, max_length=profile.max_seq_len_task)]
-        result.metrics["dev_accuracy"] = max(accs) if keep_best_epoch else accs[-1]
-        result.metrics["last_epoch_dev_accuracy"] = accs[-1]
+        epochs_scores = [{k: v for k, v in e.items() if k.startswith("dev_")} for e in train.evals]
+        epochs_scores = epochs_scores or [dev_metrics(student, dev_raw, task, length)]
+        # the kept epoch's scores: the first best at the main metric, as evaluate() kept it
+        kept = max(epochs_scores, key=lambda e: e[main]) if keep_best_epoch else epochs_scores[-1]
+        result.metrics.update(kept)
+        result.metrics[f"last_epoch_{main}"] = epochs_scores[-1][main]
     if is_main_process():
         _write_summary(out, f"task distillation ({stage})", result, {"train_rows": len(train_set), "temperature": temperature},
                        settings)

@@ -8,6 +8,10 @@ writes its output there, building any missing upstream artifact first.
       task_step1/        stage 2 step 1: model/, projections.safetensors, summary.json
       task_step2/        stage 2 step 2: model/ (the final TinyBERT student), summary.json
 
+Those are SST-2's folders, the lessons' task. Another task (the profile's ``task``, or ``--task``
+on the command line) gets its own: ``teacher_mrpc/``, ``augmented_mrpc/``, ``task_step1_mrpc/``,
+``task_step2_mrpc/``; the general student is the same for every task (it never sees task data).
+
 Lessons 06-09 call these so that each one runs on its own; the command line
 (``python -m tinybert_lib run STAGE --profile cpu``) calls the same functions headless.
 
@@ -28,12 +32,13 @@ from datasets import Dataset, concatenate_datasets
 
 from .atomic import atomic_folder
 from .bert import Bert
-from .data import corpus_blocks, load_sst2
-from .distill import StageResult, finetune_teacher, general_distill, task_distill
+from .data import corpus_blocks, load_task
+from .distill import StageResult, finetune_teacher, general_distill, task_distill, task_record
 from .profiles import Profile, get_profile
 from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
 from .runtime import is_main_process, main_process_first, set_seed
 from .students import build_student
+from .tasks import Task, get_task
 from .teachers import load_teacher
 
 log = logging.getLogger(__name__)
@@ -48,20 +53,24 @@ FOLDERS = {
 }
 
 
-def stage_dir(artifacts_dir: str | Path, stage: str) -> Path:
+def stage_dir(artifacts_dir: str | Path, stage: str, task: Task | str = "sst2") -> Path:
+    """The folder of a stage's output for a task: SST-2's keep the names above, another task's end in its name."""
     if stage not in FOLDERS:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return Path(artifacts_dir) / FOLDERS[stage]
+    name = get_task(task).name
+    if stage == "general-distill" or name == "sst2":  # one general student for every task
+        return Path(artifacts_dir) / FOLDERS[stage]
+    return Path(artifacts_dir) / f"{FOLDERS[stage].removesuffix('_sst2')}_{name}"
 
 
-def is_done(artifacts_dir: str | Path, stage: str) -> bool:
+def is_done(artifacts_dir: str | Path, stage: str, task: Task | str = "sst2") -> bool:
     """A stage is done when its summary is written (the last thing it writes)."""
-    folder = stage_dir(artifacts_dir, stage)
+    folder = stage_dir(artifacts_dir, stage, task)
     return (folder / "dataset_info.json").is_file() if stage == "augment" else (folder / "summary.json").is_file()
 
 
-def summary(artifacts_dir: str | Path, stage: str) -> dict[str, Any]:
-    return json.loads((stage_dir(artifacts_dir, stage) / "summary.json").read_text())
+def summary(artifacts_dir: str | Path, stage: str, task: Task | str = "sst2") -> dict[str, Any]:
+    return json.loads((stage_dir(artifacts_dir, stage, task) / "summary.json").read_text())
 
 
 # --- stage 1 --------------------------------------------------------------------------------
@@ -100,14 +109,16 @@ def get_general_student(profile: Profile | str, artifacts_dir: str | Path, devic
 
 def run_teacher_finetuning(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
                            rebuild: bool = False) -> StageResult:
+    """The pre-trained teacher fine-tuned on the profile's task (its artifact when built with these settings)."""
     profile = get_profile(profile)
-    return finetune_teacher(load_teacher(profile.teacher), None, profile,
-                            out_dir=stage_dir(artifacts_dir, "finetune-teacher"), device=device, rebuild=rebuild)
+    return finetune_teacher(load_teacher(profile.teacher), None, profile, task=profile.task,
+                            out_dir=stage_dir(artifacts_dir, "finetune-teacher", profile.task), device=device, rebuild=rebuild)
 
 
 def get_finetuned_teacher(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Bert:
-    """The SST-2 teacher: its artifact when built with these settings, else fine-tuned first."""
-    if not is_done(artifacts_dir, "finetune-teacher"):
+    """The teacher of the profile's task (SST-2 in the lessons): its artifact when built with these settings, else fine-tuned first."""
+    profile = get_profile(profile)
+    if not is_done(artifacts_dir, "finetune-teacher", profile.task):
         log.info("no fine-tuned teacher in %s: fine-tuning it (lesson 07) first", artifacts_dir)
     return run_teacher_finetuning(profile, artifacts_dir, device).model.eval()
 
@@ -118,12 +129,13 @@ AUGMENT_SETTINGS = "tinybert_settings.json"  # beside the datasets files of augm
 
 
 def _augment_inputs(profile: Profile) -> tuple[Dataset, Bert, dict[str, Any]]:
-    """SST-2 train (the profile's subset), the pre-trained teacher, and the settings they give."""
+    """The task's train set (the profile's subset), the pre-trained teacher, and the settings they give."""
     from .augment import ALGORITHM_VERSION
 
-    train = load_sst2("train", limit=profile.sst2_train_limit)
+    task = get_task(profile.task)
+    train = load_task(task, "train", limit=profile.sst2_train_limit)
     teacher = load_teacher(profile.teacher)
-    settings = {"stage": "augmentation", "algorithm": ALGORITHM_VERSION,
+    settings = {"stage": "augmentation", "algorithm": ALGORITHM_VERSION, **task_record(task),
                 "profile": profile_fields(profile, ("seed", "augment_p", "augment_n", "augment_k", "augment_limit")),
                 "teacher": {"sha256": fingerprint_tensors(teacher)}, "train": fingerprint_dataset(train)}
     return train, teacher, settings
@@ -131,19 +143,21 @@ def _augment_inputs(profile: Profile) -> tuple[Dataset, Bert, dict[str, Any]]:
 
 def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
                      rebuild: bool = False) -> Dataset:
-    """Augment SST-2 train (the profile's subset) with the pre-trained teacher's vocabulary.
+    """Augment the task's train set (the profile's subset) with the pre-trained teacher's vocabulary.
 
+    Each sentence of a pair is augmented in turn, the other kept (see :func:`~tinybert_lib.augment.augment`).
     Reuses a finished set built with the same settings (refuses one built with others);
     ``rebuild=True`` augments again.
     """
     from .augment import augment
 
     profile = get_profile(profile)
+    task = get_task(profile.task)
     train, teacher, settings = _augment_inputs(profile)
-    folder = stage_dir(artifacts_dir, "augment")
-    if not rebuild and is_done(artifacts_dir, "augment"):
-        return _load_augmented(folder, settings)
-    augmented = augment(train, teacher, profile, device=device)
+    folder = stage_dir(artifacts_dir, "augment", task)
+    if not rebuild and is_done(artifacts_dir, "augment", task):
+        return _load_augmented(folder, settings, task)
+    augmented = augment(train, teacher, profile, device=device, text_column=task.text_fields)
     if profile.augment_limit is not None and profile.augment_limit < len(train):
         # Examples beyond the augmentation budget still count, un-augmented.
         rest = train.select(range(profile.augment_limit, len(train)))
@@ -155,19 +169,24 @@ def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: 
     return augmented
 
 
-def _load_augmented(folder: Path, settings: dict[str, Any]) -> Dataset:
+def _load_augmented(folder: Path, settings: dict[str, Any], task: Task) -> Dataset:
     settings_file = folder / AUGMENT_SETTINGS
     recorded = json.loads(settings_file.read_text()) if settings_file.is_file() else None
-    check_reuse(folder, recorded, settings, "the augmented SST-2 set")
+    check_reuse(folder, recorded, settings, f"the augmented {task.display} set")
     return Dataset.load_from_disk(str(folder))
 
 
-def get_augmented_sst2(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Dataset:
+def get_augmented(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Dataset:
+    """The augmented train set of the profile's task: its artifact when built with these settings, else augmented first."""
+    profile = get_profile(profile)
     # With several processes the main one augments and writes; the others then read its copy.
     with main_process_first():
-        if not is_done(artifacts_dir, "augment"):
+        if not is_done(artifacts_dir, "augment", profile.task):
             log.info("no augmented set in %s: running data augmentation (lesson 08) first", artifacts_dir)
         return run_augmentation(profile, artifacts_dir, device)
+
+
+get_augmented_sst2 = get_augmented  # the lessons' name, from when SST-2 was the only task
 
 
 # --- stage 2 --------------------------------------------------------------------------------
@@ -184,14 +203,14 @@ def run_task_distillation(profile: Profile | str, artifacts_dir: str | Path, sta
     if stage not in {"intermediate", "prediction"}:
         raise ValueError(f"unknown task-distillation stage {stage!r}: use 'intermediate' or 'prediction'.")
     teacher = get_finetuned_teacher(profile, artifacts_dir, device)
-    train = get_augmented_sst2(profile, artifacts_dir, device)
+    train = get_augmented(profile, artifacts_dir, device)
     if stage == "intermediate":
         student, projections = get_general_student(profile, artifacts_dir, device)
-        return task_distill(teacher, student, train, profile, "intermediate", projections=projections,
-                            out_dir=stage_dir(artifacts_dir, "task-intermediate"), device=device, rebuild=rebuild)
+        return task_distill(teacher, student, train, profile, "intermediate", projections=projections, task=profile.task,
+                            out_dir=stage_dir(artifacts_dir, "task-intermediate", profile.task), device=device, rebuild=rebuild)
     student = run_task_distillation(profile, artifacts_dir, "intermediate", device).model
-    return task_distill(teacher, student, train, profile, "prediction",
-                        out_dir=stage_dir(artifacts_dir, "task-prediction"), device=device, rebuild=rebuild)
+    return task_distill(teacher, student, train, profile, "prediction", task=profile.task,
+                        out_dir=stage_dir(artifacts_dir, "task-prediction", profile.task), device=device, rebuild=rebuild)
 
 
 def get_final_student(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Bert:

@@ -13,9 +13,10 @@ from typing import Optional
 
 import torch
 
-from .data import CORPUS_FILES, SST2_FILES, DataIntegrityError, DataNotFoundError, _require
+from .data import CORPUS_FILES, DataIntegrityError, DataNotFoundError, _require
 from .profiles import PROFILES, Profile, get_profile
 from .runtime import pick_device
+from .tasks import get_task
 from .teachers import TeacherNotFoundError, resolve_teacher_folder
 
 
@@ -59,7 +60,7 @@ def missing_for(profile: Profile | str, device: Optional[str] = None,
         resolve_teacher_folder(profile.teacher)
     except TeacherNotFoundError as err:
         problems.append(f"teacher: {err}")
-    for relpath in [*SST2_FILES.values(), *CORPUS_FILES.values()]:
+    for relpath in [*get_task(profile.task).files.values(), *CORPUS_FILES.values()]:
         try:
             _require(relpath, strict=True)  # a file that is not the course's stops the run here
         except (DataNotFoundError, DataIntegrityError) as err:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 from .data import check_general_corpus
+from .tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -18,10 +19,15 @@ class Profile:
     device: str = "auto"
     seed: int = 42
     # data
+    # the task teacher fine-tuning, augmentation and task distillation work on (tinybert_lib.tasks:
+    # sst2, mrpc, rte, cola, or one registered); SST-2 is the lessons' main thread
+    task: str = "sst2"
+    # the first rows of the task's train and dev files (named for SST-2, they limit any task)
     sst2_train_limit: Optional[int] = None
     sst2_dev_limit: Optional[int] = None
     max_seq_len_general: int = 128
     max_seq_len_task: int = 64
+    max_seq_len_pair: int = 128  # a sentence pair's length (the paper: 64 for single sentences, 128 for pairs)
     corpus_max_blocks: Optional[int] = None
     # the general-distillation text: "wikitext-2" (in the data folder) or "wikitext-103" (50 times
     # larger, from the hub or a local copy; WikiText-2 with a warning when it cannot be had)
@@ -63,6 +69,7 @@ class Profile:
 
     def __post_init__(self) -> None:
         check_general_corpus(self.general_corpus)  # a typo fails here, not an hour into a run
+        get_task(self.task)
 
     def with_overrides(self, **overrides: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""
