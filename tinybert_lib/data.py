@@ -325,10 +325,11 @@ def _check_content(relpath: str, path: Path, origin: str) -> int:
     if rows != EXPECTED_ROWS[relpath]:
         raise DataIntegrityError(f"{relpath} from {origin}: expected {EXPECTED_ROWS[relpath]:,} rows, got {rows:,} ({path})")
     if counts != expected:
-        names = " / ".join(task.label_names)
+        def show(c: dict[int, int]) -> str:
+            return " / ".join(f"{c.get(i, 0):,} {name}" for i, name in enumerate(task.label_names))
+
         raise DataIntegrityError(
-            f"{relpath} from {origin}: expected {' / '.join(f'{expected[i]:,}' for i in counts)} {names} labels, got "
-            f"{' / '.join(f'{counts[i]:,}' for i in counts)}: the labels are wrong ({path})"
+            f"{relpath} from {origin}: expected {show(expected)} labels, got {show(counts)}: the labels are wrong ({path})"
         )
     return rows
 
