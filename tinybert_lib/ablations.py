@@ -113,20 +113,22 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
 
     ``teacher``: the fine-tuned teacher, when the caller already holds it (else it is loaded).
     """
-    profile = get_profile(profile)
-    profile = profile.with_overrides(seed=seed, task_intermediate_epochs=profile.ablation_epochs,
-                                     task_prediction_epochs=profile.ablation_epochs)
+    # The shared inputs (teacher, augmented set, general student) are the profile's own artifacts, built
+    # with its seed; ``seed`` changes only this variant's training: its fresh weights and batch order.
+    shared = get_profile(profile)
+    profile = shared.with_overrides(seed=seed, task_intermediate_epochs=shared.ablation_epochs,
+                                    task_prediction_epochs=shared.ablation_epochs)
     if not variant.general:  # far from any solution: its own, larger learning rate for every step
         profile = profile.with_overrides(task_lr_intermediate=profile.scratch_lr, task_lr_prediction=profile.scratch_lr)
     dev = pick_device(device or profile.device)
-    teacher = teacher if teacher is not None else get_finetuned_teacher(profile, artifacts_dir, device)
+    teacher = teacher if teacher is not None else get_finetuned_teacher(shared, artifacts_dir, device)
     n = profile.ablation_examples
     originals = load_sst2("train", limit=n)
-    train = first_examples(get_augmented_sst2(profile, artifacts_dir, device), n) if variant.augmented else originals
+    train = first_examples(get_augmented_sst2(shared, artifacts_dir, device), n) if variant.augmented else originals
     dev_set = load_sst2("dev", limit=profile.sst2_dev_limit)
     set_seed(seed)
     if variant.general:
-        student, projections = get_general_student(profile, artifacts_dir, device)
+        student, projections = get_general_student(shared, artifacts_dir, device)
     else:
         student, projections = build_student(profile.student, teacher=teacher), None
     start = time.perf_counter()
