@@ -38,8 +38,8 @@ from datasets import Dataset
 from .atomic import atomic_write_text
 from .bert import Bert
 from .bench import inference_latency
-from .data import load_sst2, make_loader, tokenize_sst2
-from .distill import gold_label_loss, task_distill
+from .data import load_sst2, make_loader, tokenize_task
+from .distill import gold_label_loss, max_length, task_distill
 from .evaluate import accuracy
 from .export import export_hf
 from .losses import layer_map
@@ -47,6 +47,7 @@ from .pipeline import get_augmented_sst2, get_final_student, get_finetuned_teach
 from .profiles import Profile, get_profile
 from .runtime import pick_device, set_seed
 from .students import build_student
+from .tasks import Task, get_task
 from .training import fit
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,12 @@ def first_examples(augmented: Dataset, n: int) -> Dataset:
     return augmented
 
 
-def finetune_hard(student: Bert, train: Dataset, profile: Profile, epochs: int, device: torch.device) -> None:
+def finetune_hard(student: Bert, train: Dataset, profile: Profile, epochs: int, device: torch.device,
+                  task: Task | str = "sst2") -> None:
     """Plain cross-entropy on gold labels (the no-distillation and hard-label rows), at step 2's settings."""
     tok = student.tokenizer
-    data = tokenize_sst2(train, tok, profile.max_seq_len_task)
+    task = get_task(task)
+    data = tokenize_task(train, task, tok, max_length(profile, task))
 
     fit(modules={"student": student}, loss_fn=gold_label_loss(student),
         loader_for_epoch=lambda e: make_loader(data, profile.task_batch_size, tok, shuffle=True, seed=profile.seed + e),

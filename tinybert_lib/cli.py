@@ -10,7 +10,7 @@ import time
 
 from .pipeline import STAGES, run_stage, stage_dir
 from .preflight import ProfileNotReadyError, check_ready
-from .profiles import PROFILES, get_profile
+from .profiles import PROFILES, for_task, get_profile
 from .records import StaleArtifactError
 from .tasks import TASKS
 from .runtime import is_main_process
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         profile = get_profile(args.profile)
         if args.task is not None:
-            profile = profile.with_overrides(task=args.task)
+            profile = for_task(profile, args.task)  # with the profile's settings for that task
     except ValueError as err:  # an unknown profile or task: the valid names, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

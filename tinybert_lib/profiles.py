@@ -128,3 +128,27 @@ def get_profile(name: str, **overrides: Any) -> Profile:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}.")
     profile = PROFILES[name]
     return profile.with_overrides(**overrides) if overrides else profile
+
+
+#: Per-task changes to a profile. The small tasks have a few thousand rows: one epoch is a few hundred
+#: steps, too few for the teacher, while pairs cost several times an SST-2 phrase per row, so a
+#: laptop's budget allows a few epochs, not the paper's 20 of step 1.
+TASK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    # smoke: every code path on a few dozen rows per task (lesson 13 runs three tasks under make test)
+    "smoke": {name: dict(sst2_train_limit=48, sst2_dev_limit=32, augment_limit=16) for name in ("mrpc", "rte", "cola")},
+    "cpu": {
+        "mrpc": dict(finetune_epochs=2, finetune_batch_size=16, task_prediction_epochs=2),
+        "rte": dict(finetune_epochs=2, finetune_batch_size=16, task_prediction_epochs=2),
+        "cola": dict(finetune_epochs=2, task_prediction_epochs=2),
+    },
+}
+
+
+def for_task(profile: Profile | str, task: str) -> Profile:
+    """The profile for ``task``: its ``task`` field set, with the profile's settings for that task (``TASK_SETTINGS``).
+
+    The command line (``--task``) and lesson 13 both go through here, so they build the same artifacts.
+    """
+    profile = get_profile(profile)
+    name = get_task(task).name
+    return profile.with_overrides(task=name, **TASK_SETTINGS.get(profile.name, {}).get(name, {}))
