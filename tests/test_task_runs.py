@@ -34,7 +34,7 @@ def test_run_task_builds_every_stage_and_scores_every_seed(on_mirror, tmp_path):
 
 def test_task_profile_applies_the_profiles_task_settings():
     p = tl.profiles.for_task("cpu", "mrpc")
-    assert p.task == "mrpc" and p.finetune_epochs == tl.profiles.TASK_SETTINGS["cpu"]["mrpc"]["finetune_epochs"]
+    assert p.task == "mrpc" and p.finetune_batch_size == tl.profiles.TASK_SETTINGS["cpu"]["mrpc"]["finetune_batch_size"] == 16
     assert tl.profiles.for_task("gpu", "mrpc") == tl.get_profile("gpu", task="mrpc")  # no settings: the task only
     with pytest.raises(ValueError, match="unknown task"):
         tl.profiles.for_task("cpu", "qnli")
