@@ -103,8 +103,10 @@ PROFILES: dict[str, Profile] = {
         name="cpu", device="cpu", max_seq_len_general=128, corpus_max_blocks=None, general_epochs=1, general_lr=6e-4,
         classifier_pooling="mean", finetune_epochs=1, finetune_lr=3e-5, augment_n=1, augment_k=8, augment_limit=20000,
         task_intermediate_epochs=1, task_lr_intermediate=1e-3, task_prediction_epochs=1, task_lr_prediction=1e-4,
-        # 12,000 rows: a few hundred steps per variant. At 3,000 (~100 steps) every variant still
-        # predicted one class (50.9% on dev): the general student's [CLS] barely varies yet.
+        # 6,000 SST-2 rows per variant (333 steps per step with their augmentations): with this recipe's
+        # rates every row leaves the one-class regime (seed 42: no distillation 59.1%, prediction KD only
+        # 60.0%, general student + fine-tuning 63.4%, TinyBERT 80.7%; majority 50.9%), and the 20 runs
+        # take about half an hour, against about two hours at 12,000.
         ablation_examples=6000,
     ),
     # The paper's setting (../REFERENCE: general distillation 3 epochs, batch 256, lr 5e-5, length
