@@ -105,8 +105,9 @@ PROFILES: dict[str, Profile] = {
         task_intermediate_epochs=1, task_lr_intermediate=1e-3, task_prediction_epochs=1, task_lr_prediction=1e-4,
         # 6,000 SST-2 rows per variant (333 steps per step with their augmentations): with this recipe's
         # rates every row leaves the one-class regime (seed 42: no distillation 59.1%, prediction KD only
-        # 60.0%, general student + fine-tuning 63.4%, TinyBERT 80.7%; majority 50.9%), and the 20 runs
-        # take about half an hour, against about two hours at 12,000.
+        # 60.0%, general student + fine-tuning 63.4%, TinyBERT 80.7%; majority 50.9%). From those runs' times
+        # (20-50 s for one step, about 200 s for two, one thread) the 20 runs take an estimated 30-40 min;
+        # at 12,000 rows they were on course for about two hours.
         ablation_examples=6000,
     ),
     # The paper's setting (../REFERENCE: general distillation 3 epochs, batch 256, lr 5e-5, length
