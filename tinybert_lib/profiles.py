@@ -137,7 +137,7 @@ def get_profile(name: str, **overrides: Any) -> Profile:
 #: phrases (53 and 67 word pieces on average for MRPC and RTE, 13 for SST-2). On a laptop CPU (cpu):
 #: - the teacher takes batches of 16 and three epochs: after one epoch (230, 156 and 535 steps) it barely beat
 #:   a constant answer (MRPC F1 82.1 against 81.2, RTE 56.7% against 52.7%, CoLA Matthews correlation 0.0;
-#:   seed 42);
+#:   seed 42); after three, MRPC F1 85.4 (accuracy 78.7%) and CoLA 0.248;
 #: - the pair tasks augment their first 2,000 examples: each pair gives up to three rows (one new sentence at a
 #:   time), and step 1, step 2 and its extra seeds on the small dev sets scale with the rows;
 #: so that the three tasks stay near 45 minutes (lesson 13). The paper's 20 epochs of step 1 are out of reach.
