@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_file
-from .bert import Bert
+from .bert import Bert, BertConfig
 from .export import export_hf
 from .teachers import load_tokenizer
 
@@ -197,8 +197,8 @@ def _tokenizer(folder: Path):
 
 def _labels(folder: Path) -> tuple[str, ...]:
     """The class names in config.json (``id2label``), in label-id order."""
-    id2label = json.loads((folder / "config.json").read_text()).get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
-    return tuple(str(name) for _, name in sorted(id2label.items(), key=lambda kv: int(kv[0])))
+    config = BertConfig.from_dict(json.loads((folder / "config.json").read_text()))  # the parser export_hf's reader uses
+    return config.label_names or tuple(f"LABEL_{i}" for i in range(max(config.num_labels, 2)))
 
 
 def predict(loaded: Loaded, texts: Sequence[str], max_length: int = 64) -> list[tuple[str, float]]:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from .ablations import finetune_hard, standard_error
 from .data import load_task
-from .distill import task_distill
+from .distill import max_length, task_distill
 from .evaluate import evaluate_task
 from .pipeline import STAGES, get_augmented, get_finetuned_teacher, get_general_student, run_stage, run_task_distillation
 from .profiles import Profile, for_task
@@ -41,16 +41,12 @@ def label_baseline(profile: Profile, artifacts_dir: str | Path, seed: int, devic
     finetune_hard(student, train, profile.with_overrides(seed=seed), profile.task_prediction_epochs,
                   pick_device(device or profile.device), task)
     dev = load_task(task, "dev", limit=profile.sst2_dev_limit)
-    return evaluate_task(student, dev, task, max_length=_length(profile, task))
+    return evaluate_task(student, dev, task, max_length=max_length(profile, task))
 
 
 def _scores(metrics: dict[str, float]) -> dict[str, float]:
     """A stage's dev metrics by the metric's name (``dev_f1`` -> ``f1``), the kept epoch's only."""
     return {k.removeprefix("dev_"): v for k, v in metrics.items() if k.startswith("dev_")}
-
-
-def _length(profile: Profile, task) -> int:
-    return profile.max_seq_len_pair if task.is_pair else profile.max_seq_len_task
 
 
 def run_task(profile: Profile | str, artifacts_dir: str | Path, task: str, device: Optional[str] = None,
