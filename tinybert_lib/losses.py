@@ -44,9 +44,7 @@ LAYER_MAP_STRATEGIES = ("uniform", "top", "bottom")
 ProjectionFn = Callable[[Tensor], Tensor]
 
 
-# --------------------------------------------------------------------------------------
-# The four losses
-# --------------------------------------------------------------------------------------
+# --- The four losses -----------------------------------------------------------------
 
 
 def _width_loss(student: Tensor, teacher: Tensor, proj: Optional[ProjectionFn],
@@ -120,9 +118,7 @@ def prediction_loss(student_logits: Tensor, teacher_logits: Tensor, temperature:
     return -(teacher_probs * student_log_probs).sum(dim=-1).mean()
 
 
-# --------------------------------------------------------------------------------------
-# Variants measured in lesson 04: KL on probabilities, and the original code's masking
-# --------------------------------------------------------------------------------------
+# --- Variants measured in lesson 04: KL on probabilities, the original code's masking ----
 
 
 def _attention_kl(student: Tensor, teacher: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -161,9 +157,7 @@ def _attention_mse_original(student: Tensor, teacher: Tensor, mask: Tensor) -> T
     return F.mse_loss(cut(student), cut(teacher))
 
 
-# --------------------------------------------------------------------------------------
-# Layer mapping, projections, and the sum over layers
-# --------------------------------------------------------------------------------------
+# --- Layer mapping, projections, and the sum over layers -----------------------------
 
 
 def layer_map(n_student: int, n_teacher: int, strategy: str = "uniform") -> list[int]:
@@ -253,9 +247,7 @@ def transformer_loss(student_out: object, teacher_out: object, mapping: Sequence
     return {"emb": emb, "hid": hid, "att": att, "total": total}
 
 
-# --------------------------------------------------------------------------------------
-# Precision, projection and the masked mean
-# --------------------------------------------------------------------------------------
+# --- Precision, projection and the masked mean ---------------------------------------
 
 
 def _upcast(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
@@ -304,9 +296,7 @@ class _MaskedSquaredError(torch.autograd.Function):
         return (g if ctx.needs_input_grad[0] else None, -g if ctx.needs_input_grad[1] else None, None, None)
 
 
-# --------------------------------------------------------------------------------------
-# Checks: every mistake gets a ValueError that says what to do
-# --------------------------------------------------------------------------------------
+# --- Checks: every mistake gets a ValueError that says what to do --------------------
 
 _MISMATCH = {  # student and teacher differ along this dimension -> the fix
     "batch": "batch sizes {s} and {t} differ; feed the same batch to both models",
@@ -349,15 +339,11 @@ def _check_pair(student: object, teacher: object, what: str, dims: tuple[str, ..
 
 
 def _check_mask(mask: object, batch: int, seq_len: int, device: torch.device) -> Tensor:
-    if not isinstance(mask, Tensor):
-        raise ValueError(f"attention_mask must be a torch.Tensor of shape (batch, T), got {type(mask).__name__}")
-    if mask.dim() != 2:
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}; expected (batch, T) = ({batch}, {seq_len}). "
-                         f"Pass the 2-D mask from the tokenizer (1 = token, 0 = padding), not the "
-                         f"extended additive mask built inside the model")
-    if tuple(mask.shape) != (batch, seq_len):
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but the activations need (batch, T) = "
-                         f"({batch}, {seq_len}): use the mask of the batch these activations came from")
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch, seq_len):
+        got = f"shape {tuple(mask.shape)}" if isinstance(mask, Tensor) else f"type {type(mask).__name__}"
+        raise ValueError(f"attention_mask has {got} but the activations need (batch, T) = ({batch}, {seq_len}): "
+                         f"pass the 2-D mask from the tokenizer (1 = token, 0 = padding) of the batch these "
+                         f"activations came from, not the extended additive mask built inside the model")
     return mask.to(device=device).bool()
 
 
@@ -406,9 +392,24 @@ def _check_layers(student_out: object, teacher_out: object, mapping: Sequence[in
         raise ValueError(f"weights must be (w_emb, w_hid, w_att), got {tuple(weights)}")
     if attention_kind not in ATTENTION_KINDS:
         raise ValueError(f"unknown attention_kind {attention_kind!r}; choose one of {ATTENTION_KINDS}")
-    need_attention = float(weights[2]) != 0
-    s_hidden, s_scores = _outputs(student_out, "student_out", need_attention)
-    t_hidden, t_scores = _outputs(teacher_out, "teacher_out", need_attention)
+    found = []
+    for name, out in (("student_out", student_out), ("teacher_out", teacher_out)):
+        hidden, scores = getattr(out, "hidden_states", None), getattr(out, "attention_scores", None)
+        if hidden is None:
+            raise ValueError(f"{name} has no hidden_states: pass the model outputs with hidden_states, a tuple of "
+                             f"L + 1 tensors (batch, T, H), embedding output first")
+        if len(hidden) < 2:
+            raise ValueError(f"{name}.hidden_states has {len(hidden)} entries; expected L + 1 >= 2 "
+                             f"(embeddings, then each layer)")
+        if float(weights[2]) != 0 and scores is None:
+            raise ValueError(f"{name} has no attention_scores: the attention loss needs the raw scores "
+                             f"(before mask and softmax) of every layer, a tuple of L tensors "
+                             f"(batch, heads, T, T); or set the attention weight to 0")
+        if float(weights[2]) != 0 and len(scores) != len(hidden) - 1:
+            raise ValueError(f"{name} has {len(hidden)} hidden_states but {len(scores)} attention_scores; "
+                             f"expected L + 1 and L (the embedding output has no attention map)")
+        found += [hidden, scores]
+    s_hidden, s_scores, t_hidden, t_scores = found
     n_student, n_teacher = len(s_hidden) - 1, len(t_hidden) - 1
     mapping = [int(g) for g in mapping]
     if len(mapping) != n_student:
@@ -426,24 +427,6 @@ def _check_layers(student_out: object, teacher_out: object, mapping: Sequence[in
                          f"expected {n_student + 1} (index 0 for the embeddings, then one per layer): "
                          f"use make_projections(student_width, teacher_width, {n_student})")
     return s_hidden, s_scores, t_hidden, t_scores, projections
-
-
-def _outputs(out: object, name: str, need_attention: bool) -> tuple[Sequence[Tensor], Optional[Sequence[Tensor]]]:
-    hidden = getattr(out, "hidden_states", None)
-    if hidden is None:
-        raise ValueError(f"{name} has no hidden_states: pass the model outputs with hidden_states, a tuple of "
-                         f"L + 1 tensors (batch, T, H), embedding output first")
-    if len(hidden) < 2:
-        raise ValueError(f"{name}.hidden_states has {len(hidden)} entries; expected L + 1 >= 2 (embeddings, then each layer)")
-    scores = getattr(out, "attention_scores", None)
-    if need_attention and scores is None:
-        raise ValueError(f"{name} has no attention_scores: the attention loss needs the raw scores "
-                         f"(before mask and softmax) of every layer, a tuple of L tensors "
-                         f"(batch, heads, T, T); or set the attention weight to 0")
-    if need_attention and len(scores) != len(hidden) - 1:
-        raise ValueError(f"{name} has {len(hidden)} hidden_states but {len(scores)} attention_scores; "
-                         f"expected L + 1 and L (the embedding output has no attention map)")
-    return hidden, scores
 
 
 def _at_layer(where: str, fn: Callable[..., Tensor], *args, **kwargs) -> Tensor:
