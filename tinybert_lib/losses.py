@@ -18,10 +18,11 @@ whatever a model leaves there (-inf scores, pad activations) never reaches the l
 gradient. Losses are computed in at least float32: half-precision sums of squares overflow.
 Nothing here detaches the teacher: run it under ``torch.no_grad()``.
 
-The authors' code differs in three places: it averages the attention MSE over padding too
-(``attention_loss(kind="mse_original")``, in the "Variants" section with ``kind="kl"``), it
-shares one projection across layers (``make_projections(shared=True)``), and it divides the
-soft cross-entropy by the number of classes (their issue #176; ours does not).
+The authors' code (huawei-noah/Pretrained-Language-Model) differs in three places: it averages
+the attention MSE over padding too (``attention_loss(kind="mse_original")``, in the "Variants"
+section with ``kind="kl"``), it shares one projection across layers
+(``make_projections(shared=True)``), and it divides the soft cross-entropy by the number of
+classes (their issue #176; ours does not).
 """
 
 from __future__ import annotations
