@@ -49,7 +49,7 @@ from .atomic import atomic_folder, recover_folder
 from .data import make_loader
 from .profiles import Profile
 from .records import check_reuse
-from .runtime import keep_freed_memory, world_size
+from .runtime import is_main_process, keep_freed_memory, process_index, world_size
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def make_accelerator(device: torch.device, accumulation_steps: int = 1) -> Accel
             # and then on a GPU (or the reverse) starts it afresh. Never done with N processes.
             AcceleratorState._reset_state(reset_partial_state=True)
             GradientState._reset_state()
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=device.type == "cpu",
         mixed_precision=precision,
         gradient_accumulation_steps=accumulation_steps,
@@ -185,6 +185,14 @@ def make_accelerator(device: torch.device, accumulation_steps: int = 1) -> Accel
         # the pooler (and, in stage 1, the classifier) take no part in some losses
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    # Which process writes files is decided in one place (runtime.is_main_process, from the launcher's
+    # variables); a launcher that does not set them would let every process believe it is the main one.
+    if (accelerator.process_index, accelerator.num_processes) != (process_index(), world_size()):
+        raise RuntimeError(
+            f"Accelerate sees process {accelerator.process_index} of {accelerator.num_processes}, but RANK/WORLD_SIZE "
+            f"say {process_index()} of {world_size()}: start several processes with `accelerate launch` or `torchrun`, "
+            "which set both.")
+    return accelerator
 
 
 class TrainStep(nn.Module):
@@ -412,7 +420,7 @@ def fit(
     accelerator = make_accelerator(device, accumulation_steps)
     if device.type == "cpu":
         keep_freed_memory()
-    main = accelerator.is_main_process
+    main = is_main_process()  # the one that writes checkpoints, logs and the progress bar
     for m in modules.values():
         m.train()
     batches_per_epoch = len(loader_for_epoch(0))
@@ -441,7 +449,7 @@ def fit(
                 log.info("%s: finished checkpoint found in %s; not training again", desc, ckpt.folder)
             result.steps = step
             return result
-        restore_rng = ckpt.load_training_state(optimizer, scheduler, accelerator.scaler, accelerator.process_index)
+        restore_rng = ckpt.load_training_state(optimizer, scheduler, accelerator.scaler, process_index())
         if main:
             log.info("%s: resuming at step %d of %d from %s", desc, step, total, ckpt.folder)
 
@@ -451,7 +459,7 @@ def fit(
         rng_states = gather_object([rng_state()])  # every process's own dropout stream
         if main:
             state = {"step": step, "total_steps": total, "done": done, "history": result.history,
-                     "evals": result.evals, "seconds": result.seconds, "num_processes": accelerator.num_processes}
+                     "evals": result.evals, "seconds": result.seconds, "num_processes": world_size()}
             if settings is not None:
                 state["settings"] = settings
             ckpt.save(modules, state, optimizer, scheduler, accelerator.scaler, rng_states)
