@@ -5,7 +5,6 @@ General distillation, teacher fine-tuning and both task-distillation steps diffe
 
 - the settings of a run (:class:`FitConfig`), read from the profile by one builder for every
   stage (:meth:`FitConfig.for_stage`), so no stage can forget one;
-
 - AdamW with weight decay on matrices only, linear warm-up then linear decay;
 - gradient clipping; mixed precision (bf16, or fp16 with a scaler) on CUDA only;
 - a tqdm progress bar that works in JupyterLab and in papermill logs;
