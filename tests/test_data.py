@@ -87,7 +87,7 @@ def test_prepare_from_mirror_copies_verifies_then_skips(
         assert status.check == "sha256+rows"
         assert status.rows == data.EXPECTED_ROWS[relpath]
         assert _sha256(target / relpath) == data.EXPECTED_SHA256[relpath]
-    assert not list(target.rglob("*.tmp")), "temp files must not be left behind"
+    assert not list(target.rglob("*.tmp*")), "temp files must not be left behind"
 
     # Second run, configured through the environment this time: everything is skipped.
     monkeypatch.setenv("DATA_MIRROR", str(MIRROR))
@@ -126,7 +126,7 @@ def test_corrupted_mirror_file_is_named_with_both_checksums(tmp_path: Path) -> N
     assert data.EXPECTED_SHA256["sst2/dev.tsv"] in message and bad_sha in message
     # The bad file never reaches the data folder, not even half-written.
     assert not (target / "sst2/dev.tsv").exists()
-    assert not list(target.rglob("*.tmp"))
+    assert not list(target.rglob("*.tmp*"))
 
 
 @needs_mirror

@@ -67,12 +67,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +80,7 @@ import torch.nn.functional as F
 from datasets import Dataset, DatasetInfo, Features, Value
 from tqdm.auto import tqdm
 
+from .atomic import atomic_folder
 from .bert import Bert
 from .profiles import Profile, get_profile
 from .runtime import pick_device
@@ -528,20 +526,12 @@ def _cache_key(sentences: Sequence[str], other: Sequence[Any], src: _Sources, pr
 
 
 def _save_atomically(dataset: Dataset, folder: Path) -> None:
-    """Save to a temporary sibling folder, then rename: a crash never leaves half a cache."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    """Save to a temporary sibling folder, then rename: a crash never leaves half a cache.
+
+    A copy another process finished first is kept: the folder's name is its content's key.
+    """
+    with atomic_folder(folder, keep_existing=True) as tmp:
         dataset.save_to_disk(str(tmp))
-        os.replace(tmp, folder)
-    except OSError:
-        if folder.is_dir():  # another process finished first: its copy is just as good
-            logger.info("cache %s written concurrently; keeping the existing copy", folder)
-        else:
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------

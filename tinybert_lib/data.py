@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import sys
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -43,7 +42,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampl
 from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .atomic import atomic_write_text
+from .atomic import atomic_file, atomic_write_text
 from .tasks import SST2, TASKS, Task, get_task
 
 logger = logging.getLogger(__name__)
@@ -344,13 +343,6 @@ def _hub_offline() -> bool:
     )
 
 
-def _temp_beside(dest: Path) -> Path:
-    """A temp path in dest's folder (same filesystem, so os.replace onto dest is atomic)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # A plain name rather than tempfile.mkstemp, whose 0600 mode would stick to the data file.
-    return dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def _copy_verified(relpath: str, src: Path, dest: Path) -> int:
     """Copy src to dest atomically, checking sha256 and row count before dest appears."""
     if not src.is_file():
@@ -358,8 +350,7 @@ def _copy_verified(relpath: str, src: Path, dest: Path) -> int:
             f"mirror file {src} not found: the mirror must hold {relpath} "
             f"(layout: {', '.join(EXPECTED_SHA256)}; see data/README.md)"
         )
-    tmp = _temp_beside(dest)
-    try:
+    with atomic_file(dest) as tmp:  # a failed check below leaves dest as it was
         digest = hashlib.sha256()
         with src.open("rb") as fin, tmp.open("wb") as fout:
             for chunk in iter(lambda: fin.read(1 << 20), b""):
@@ -372,9 +363,6 @@ def _copy_verified(relpath: str, src: Path, dest: Path) -> int:
                 f"expected sha256 {expected}, got {got}"
             )
         rows = _check_rows(relpath, tmp, f"mirror {src}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return rows
 
 
@@ -386,8 +374,7 @@ def _write_from_hub(relpath: str, dest: Path, cache: dict[tuple[str, str], Any])
         cache[(name, config)] = load_dataset(name, config)
     rows = cache[(name, config)][split]
 
-    tmp = _temp_beside(dest)
-    try:
+    with atomic_file(dest) as tmp:
         with tmp.open("w", encoding="utf-8", newline="\n") as f:
             if relpath in TASK_FILES:
                 _write_task_rows(f, TASK_FILES[relpath], rows)
@@ -397,9 +384,6 @@ def _write_from_hub(relpath: str, dest: Path, cache: dict[tuple[str, str], Any])
                 for text in rows["text"]:
                     f.write(text.rstrip("\n") + "\n")
         n = _check_content(relpath, tmp, f"the hub ({name}/{config}, {split})")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return n
 
 

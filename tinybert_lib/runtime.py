@@ -99,7 +99,11 @@ def local_process_index() -> int:
 
 
 def is_main_process() -> bool:
-    """True in the one process that writes files, logs and progress bars."""
+    """True in the one process that writes files, logs and progress bars.
+
+    The one answer the whole library uses, the training loop included (``training.make_accelerator``
+    checks that Accelerate agrees).
+    """
     return process_index() == 0
 
 

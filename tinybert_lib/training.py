@@ -3,6 +3,8 @@
 General distillation, teacher fine-tuning and both task-distillation steps differ only in
 *what loss a batch gives*; everything else lives here once:
 
+- the settings of a run (:class:`FitConfig`), read from the profile by one builder for every
+  stage (:meth:`FitConfig.for_stage`), so no stage can forget one;
 - AdamW with weight decay on matrices only, linear warm-up then linear decay;
 - gradient clipping; mixed precision (bf16, or fp16 with a scaler) on CUDA only;
 - a tqdm progress bar that works in JupyterLab and in papermill logs;
@@ -21,6 +23,7 @@ main process writes checkpoints, logs and progress bars.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -42,12 +45,76 @@ from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from .atomic import atomic_folder, recover_folder
+from .data import make_loader
+from .profiles import Profile
 from .records import check_reuse
-from .runtime import keep_freed_memory, world_size
+from .runtime import is_main_process, keep_freed_memory, process_index, world_size
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+#: Profile fields every stage reads, besides its own three: the seed and the optimiser's settings.
+#: ``log_every`` is not among them: it changes how a run is watched, not what it gives.
+COMMON_FIELDS = ("seed", "warmup_ratio", "weight_decay", "max_grad_norm", "grad_accum_steps")
+
+#: The profile fields that give each stage its epochs, batch size and learning rate, in the order
+#: the stage's settings record lists them.
+STAGE_FIELDS: dict[str, dict[str, str]] = {
+    "general": {"epochs": "general_epochs", "batch_size": "general_batch_size", "lr": "general_lr"},
+    "finetune": {"epochs": "finetune_epochs", "batch_size": "finetune_batch_size", "lr": "finetune_lr"},
+    "intermediate": {"epochs": "task_intermediate_epochs", "lr": "task_lr_intermediate", "batch_size": "task_batch_size"},
+    "prediction": {"epochs": "task_prediction_epochs", "lr": "task_lr_prediction", "batch_size": "task_batch_size"},
+}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything :func:`fit` needs besides the modules, the loss and the data.
+
+    Build it with :meth:`for_stage`, the one place where a profile becomes a training run;
+    ``batch_size`` and ``seed`` are for the stage's loader (:meth:`loader_for_epoch`).
+    """
+
+    epochs: int
+    lr: float
+    batch_size: int = 32  # the global batch: all processes together, before accumulation
+    seed: int = 42  # epoch e shuffles with seed + e
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    accumulation_steps: int = 1  # batches whose gradients add up before one optimiser step
+    log_every: int = 10  # optimiser steps between two history records
+    checkpoint_every: int = 200  # optimiser steps between two checkpoints (and one at each epoch's end)
+
+    @classmethod
+    def for_stage(cls, profile: Profile, stage: str, **overrides: Any) -> "FitConfig":
+        """The run of ``stage`` (``general``, ``finetune``, ``intermediate``, ``prediction``) under ``profile``.
+
+        ``overrides`` change fields of the result, e.g. ``epochs=1`` for a shorter run at a stage's settings.
+        """
+        if stage not in STAGE_FIELDS:
+            raise ValueError(f"unknown stage {stage!r}: use {', '.join(STAGE_FIELDS)}.")
+        own = {key: getattr(profile, name) for key, name in STAGE_FIELDS[stage].items()}
+        config = cls(**own, seed=profile.seed, warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay,
+                     max_grad_norm=profile.max_grad_norm, accumulation_steps=profile.grad_accum_steps,
+                     log_every=profile.log_every)
+        return dataclasses.replace(config, **overrides)
+
+    @staticmethod
+    def recorded_fields(stage: str) -> tuple[str, ...]:
+        """The profile fields :meth:`for_stage` reads that change a result (a stage's settings record)."""
+        return COMMON_FIELDS + tuple(STAGE_FIELDS[stage].values())
+
+    def loader_for_epoch(self, dataset: Any, tokenizer: Any, group_by_length: bool = True) -> Callable[[int], Any]:
+        """The batches of epoch ``e``: ``dataset`` shuffled with ``seed + e`` (the same ``e``, the same batches)."""
+
+        def loader(epoch: int):
+            return make_loader(dataset, self.batch_size, tokenizer, shuffle=True, seed=self.seed + epoch,
+                               group_by_length=group_by_length)
+
+        return loader
 
 
 class Interrupted(RuntimeError):
@@ -109,7 +176,7 @@ def make_accelerator(device: torch.device, accumulation_steps: int = 1) -> Accel
             # and then on a GPU (or the reverse) starts it afresh. Never done with N processes.
             AcceleratorState._reset_state(reset_partial_state=True)
             GradientState._reset_state()
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=device.type == "cpu",
         mixed_precision=precision,
         gradient_accumulation_steps=accumulation_steps,
@@ -117,6 +184,14 @@ def make_accelerator(device: torch.device, accumulation_steps: int = 1) -> Accel
         # the pooler (and, in stage 1, the classifier) take no part in some losses
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    # Which process writes files is decided in one place (runtime.is_main_process, from the launcher's
+    # variables); a launcher that does not set them would let every process believe it is the main one.
+    if (accelerator.process_index, accelerator.num_processes) != (process_index(), world_size()):
+        raise RuntimeError(
+            f"Accelerate sees process {accelerator.process_index} of {accelerator.num_processes}, but RANK/WORLD_SIZE "
+            f"say {process_index()} of {world_size()}: start several processes with `accelerate launch` or `torchrun`, "
+            "which set both.")
+    return accelerator
 
 
 class TrainStep(nn.Module):
@@ -319,16 +394,9 @@ def fit(
     modules: dict[str, nn.Module],
     loss_fn: LossFn,
     loader_for_epoch: Callable[[int], Any],
-    epochs: int,
-    lr: float,
+    config: FitConfig,
     device: torch.device,
-    warmup_ratio: float = 0.1,
-    weight_decay: float = 0.01,
-    max_grad_norm: float = 1.0,
-    accumulation_steps: int = 1,
     checkpoint_dir: Optional[str | Path] = None,
-    checkpoint_every: int = 200,
-    log_every: int = 10,
     eval_fn: Optional[Callable[[], dict[str, float]]] = None,
     desc: str = "train",
     stop_after: Optional[int] = None,
@@ -337,26 +405,28 @@ def fit(
     """Train ``modules`` to minimise ``loss_fn(batch)["total"]``; resume from ``checkpoint_dir``.
 
     ``loader_for_epoch(e)`` must give the same batches for the same ``e`` (seed the shuffle
-    with the epoch) so a resumed run skips exactly the batches it has already seen.
-    ``accumulation_steps``: batches whose gradients add up before one optimiser step (a step
-    = that many batches). ``eval_fn`` runs after each epoch (e.g. dev accuracy), in every
+    with the epoch, as :meth:`FitConfig.loader_for_epoch` does) so a resumed run skips exactly
+    the batches it has already seen. ``config``: epochs, learning rate and the optimiser's
+    settings; with ``config.accumulation_steps`` batches whose gradients add up, a step is that
+    many batches. ``eval_fn`` runs after each epoch (e.g. dev accuracy), in every
     process. ``stop_after`` raises :class:`Interrupted` after that many steps, after
     checkpointing — it stands in for a kill (at the end of an epoch: after that epoch's
     evaluation and checkpoint, as a kill right after them). ``settings``: what determines the
     result (see :mod:`~tinybert_lib.records`); stored in the checkpoint, and a checkpoint
     written with other settings is refused rather than resumed.
     """
+    epochs, accumulation_steps, log_every = config.epochs, config.accumulation_steps, config.log_every
     accelerator = make_accelerator(device, accumulation_steps)
     if device.type == "cpu":
         keep_freed_memory()
-    main = accelerator.is_main_process
+    main = is_main_process()  # the one that writes checkpoints, logs and the progress bar
     for m in modules.values():
         m.train()
     batches_per_epoch = len(loader_for_epoch(0))
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation_steps)
     total = steps_per_epoch * epochs
-    optimizer = make_optimizer(modules.values(), lr, weight_decay)
-    scheduler = linear_schedule(optimizer, total, warmup_ratio)
+    optimizer = make_optimizer(modules.values(), config.lr, config.weight_decay)
+    scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
     train_step, optimizer, scheduler = accelerator.prepare(TrainStep(modules, loss_fn), optimizer, scheduler)
     ckpt = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     result, step = TrainResult(), 0
@@ -378,7 +448,7 @@ def fit(
                 log.info("%s: finished checkpoint found in %s; not training again", desc, ckpt.folder)
             result.steps = step
             return result
-        restore_rng = ckpt.load_training_state(optimizer, scheduler, accelerator.scaler, accelerator.process_index)
+        restore_rng = ckpt.load_training_state(optimizer, scheduler, accelerator.scaler, process_index())
         if main:
             log.info("%s: resuming at step %d of %d from %s", desc, step, total, ckpt.folder)
 
@@ -388,7 +458,7 @@ def fit(
         rng_states = gather_object([rng_state()])  # every process's own dropout stream
         if main:
             state = {"step": step, "total_steps": total, "done": done, "history": result.history,
-                     "evals": result.evals, "seconds": result.seconds, "num_processes": accelerator.num_processes}
+                     "evals": result.evals, "seconds": result.seconds, "num_processes": world_size()}
             if settings is not None:
                 state["settings"] = settings
             ckpt.save(modules, state, optimizer, scheduler, accelerator.scaler, rng_states)
@@ -415,7 +485,7 @@ def fit(
             elif rng_before is not None:
                 torch.set_rng_state(rng_before)
             rng_before = None
-            losses = training_step(accelerator, train_step, batch, optimizer, scheduler, params, max_grad_norm)
+            losses = training_step(accelerator, train_step, batch, optimizer, scheduler, params, config.max_grad_norm)
             for k, v in losses.items():
                 window[k] = window.get(k, 0.0) + v.detach().float()
             in_window += 1
@@ -432,7 +502,7 @@ def fit(
                 bar.set_postfix(loss=f"{record['total']:.4f}", refresh=False)
             window, in_window = {}, 0
             result.seconds = time.perf_counter() - start
-            if ckpt is not None and step % checkpoint_every == 0 and step < total:
+            if ckpt is not None and step % config.checkpoint_every == 0 and step < total:
                 save()
             epoch_done = step == (epoch + 1) * steps_per_epoch  # then stop after the epoch's own checkpoint
             if stop_after is not None and step >= stop_after and step < total and not epoch_done:
