@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "data":
-        from .data import main as data_main
+        from .data_setup import main as data_main
 
         return data_main(rest)
     if command == "run":

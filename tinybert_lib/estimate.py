@@ -25,7 +25,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .bert import Bert, BertConfig
-from .data import EXPECTED_ROWS, SST2_FILES
+from .data import SST2_FILES
+from .data_setup import EXPECTED_ROWS
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .profiles import Profile, get_profile
 from .students import STUDENT_PRESETS

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .data import CORPUS_FILES, DataIntegrityError, DataNotFoundError, _require
+from .data_setup import CORPUS_FILES, DataIntegrityError, DataNotFoundError, _require
 from .profiles import PROFILES, Profile, get_profile
 from .runtime import pick_device
 from .tasks import get_task

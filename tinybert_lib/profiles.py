@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
-from .data import check_general_corpus
+from .data_setup import check_general_corpus
 from .tasks import get_task
 
 
