@@ -79,3 +79,46 @@ def test_every_tl_name_the_lessons_use_resolves():
             if obj is None or (second and first in tl.LAZY_SUBMODULES and not hasattr(obj, second)):
                 missing.append(f"{name}: tl.{first}" + (f".{second}" if second else ""))
     assert not missing, missing
+
+
+def _lessons(line: str) -> set[int]:
+    """``Lessons: 00-01, 04, 06-07 (...)`` -> {0, 1, 4, 6, 7}."""
+    spans = re.match(r"Lessons: ([\d\-, ]+)", line).group(1)
+    numbers: set[int] = set()
+    for span in filter(None, (s.strip() for s in spans.split(","))):
+        first, _, last = span.partition("-")
+        numbers.update(range(int(first), int(last or first) + 1))
+    return numbers
+
+
+def _defined_in(name: str) -> str:
+    """The module of ``tinybert_lib`` that defines a top-level name (``tl.build_student``, ``tl.PROFILES``)."""
+    for module in tl.LAZY_SUBMODULES:
+        source = (ROOT / "tinybert_lib" / f"{module}.py").read_text(encoding="utf-8")
+        if re.search(rf"^(?:class |def )?{name}\b", source, re.M):
+            return module
+    raise AssertionError(f"tinybert_lib.{name} is defined nowhere")
+
+
+def test_each_module_names_the_lessons_that_use_it():
+    """Every module's docstring starts with ``Lessons: ...`` or ``Tooling: ...``, and the lessons listed
+    include every lesson (notebooks/NN_*.ipynb) that reaches the module by ``tl.<name>`` or an import."""
+    modules = sorted(p.stem for p in (ROOT / "tinybert_lib").glob("*.py") if p.stem != "__init__")
+    heads = {}
+    for name in modules:
+        doc = (ROOT / "tinybert_lib" / f"{name}.py").read_text(encoding="utf-8").split('"""')[1]
+        head = [line for line in doc.splitlines()[:8] if line.startswith(("Lessons: ", "Tooling: "))]
+        assert head, f"tinybert_lib/{name}.py: no 'Lessons: ...' or 'Tooling: ...' line at the top of its docstring"
+        heads[name] = head[0]
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        lesson = int(path.name[:2])
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        used = set(re.findall(r"from tinybert_lib\.(\w+) import", source))
+        for names in re.findall(r"from tinybert_lib import ([\w, ]+)", source):
+            used.update(n.strip().split(" ")[0] for n in names.split(","))
+        used.update(re.findall(r"\btl\.(\w+)", source))
+        for name in used:
+            module = name if (ROOT / "tinybert_lib" / f"{name}.py").is_file() else _defined_in(name)
+            if heads.get(module, "").startswith("Lessons: "):
+                assert lesson in _lessons(heads[module]), f"{path.name} uses tinybert_lib.{module}: {heads[module]!r}"

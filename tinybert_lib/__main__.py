@@ -1,4 +1,8 @@
-"""Command line: ``python -m tinybert_lib data prepare``, ``... run STAGE`` and ``... predict MODEL TEXT``."""
+"""Command line: ``python -m tinybert_lib data prepare``, ``... run STAGE`` and ``... predict MODEL TEXT``.
+
+Tooling: not taught (setup and command line: ``data`` runs :mod:`~tinybert_lib.data_setup`, ``run``
+:mod:`~tinybert_lib.cli`, ``predict`` :mod:`~tinybert_lib.predict_cli`).
+"""
 
 from __future__ import annotations
 

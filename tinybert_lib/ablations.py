@@ -1,5 +1,7 @@
 """What each part of TinyBERT is worth: baselines and ablations on one shared budget.
 
+Lessons: 10-11.
+
 Every variant trains the same student architecture on the same source examples (the first
 ``profile.ablation_examples`` rows of SST-2 train, augmented or not) with the same epochs and
 seeds, and is scored on the same SST-2 dev rows. Only the named ingredient changes:

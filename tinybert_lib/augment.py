@@ -1,5 +1,7 @@
 """TinyBERT's data augmentation (paper Algorithm 1): more task data for task distillation.
 
+Lessons: 08-09.
+
 Task distillation needs far more examples than a GLUE training set holds, so TinyBERT makes
 new sentences by swapping words for likely alternatives. For every sentence:
 

@@ -1,5 +1,7 @@
 """Benchmarks that print figures: distillation-step throughput, what a step costs, inference latency.
 
+Lessons: 06, 11 (what a step costs; the naive step); ``make bench`` itself is tooling, not taught.
+
 ``python -m tinybert_lib.bench`` (``make bench``) measures, on the same teacher, student and
 SST-2 batches, in one run:
 

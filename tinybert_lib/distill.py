@@ -1,5 +1,7 @@
 """TinyBERT's two stages, and teacher fine-tuning, as calls on the shared training loop.
 
+Lessons: 06-07, 09, 11.
+
 Stage 1, ``general_distill``: Transformer-layer distillation (embedding + hidden + attention
 losses through the layer mapping) of a randomly initialised student from a *pre-trained*
 teacher on unlabeled text. No prediction layer.

@@ -1,5 +1,7 @@
 """How long would a stage take on a GPU? An estimate from counted FLOPs, not a measurement.
 
+Lessons: 06; ``python -m tinybert_lib.estimate`` itself is tooling, not taught.
+
 ``step_flops`` counts the floating-point operations of one training step of a stage (the
 teacher's forward pass, the student's forward and backward passes, the projections and the
 losses) with ``torch.utils.flop_counter`` on the ``meta`` device: no weights, no data, no GPU

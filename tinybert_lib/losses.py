@@ -1,5 +1,9 @@
 """The TinyBERT losses (Jiao et al., "TinyBERT: Distilling BERT for Natural Language
-Understanding", Findings of EMNLP 2020, arXiv 1909.10351), in the order of lessons 02-05:
+Understanding", Findings of EMNLP 2020, arXiv 1909.10351).
+
+Lessons: 02-06, 09-11 (02-05 build one loss each; the others use them).
+
+In the order of lessons 02-05:
 
     embedding_loss   L_emb  = MSE(E^S W_e, E^T)                         layer 0
     hidden_loss      L_hid  = MSE(H^S W_h, H^T)                         layers 1..M

@@ -1,6 +1,8 @@
 """The course pipeline as artifacts: each stage reads its inputs from one artifacts folder and
 writes its output there, building any missing upstream artifact first.
 
+Lessons: 06-12.
+
     artifacts/
       general_student/   stage 1: model/ (HF folder), projections.safetensors, checkpoint/, summary.json
       teacher_sst2/      fine-tuned teacher: model/, checkpoint/, summary.json

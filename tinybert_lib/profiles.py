@@ -1,4 +1,7 @@
-"""Run profiles: how big a run is, from a CI smoke test to the paper's setting on a GPU."""
+"""Run profiles: how big a run is, from a CI smoke test to the paper's setting on a GPU.
+
+Lessons: 00, 06-08, 13 (and every lesson's parameters cell, through ``check_lesson_parameters``).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Seeds, devices and processes: the things every run sets first.
 
+Lessons: 00-13 (``set_seed``, ``pick_device``).
+
 A run is one process (a notebook, ``python -m tinybert_lib``) unless it was started by
 ``accelerate launch`` / ``torchrun``, which set ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``
 for each of several processes. The helpers below read those variables, so single-process
