@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -80,6 +82,21 @@ def test_teacher_finetuning_and_task_distillation(tmp_path):
         distill.task_distill(tl.load_teacher("minilm"), _student(teacher), sst2["train"], profile, "prediction")
     with pytest.raises(ValueError, match="unknown stage"):
         distill.task_distill(ft.model, student, sst2["train"], profile, "both")
+
+
+def test_prediction_distillation_loss_is_the_soft_cross_entropy_of_step_two(teacher, sentences):
+    """The loss task_distill builds for step 2 (and lesson 09 checks a hand-written step against)."""
+    teacher_ft = copy.deepcopy(teacher).add_classifier(2).eval()  # the session's teacher stays headless
+    tl.set_seed(0)
+    student = tl.build_student("minilm-3l-192d", teacher=teacher_ft, num_labels=2).eval()
+    batch = dict(teacher.tokenizer(sentences, padding=True, return_tensors="pt"))
+    loss = distill.prediction_distillation_loss(teacher_ft, student, temperature=2.0)(batch)["total"]
+    with torch.no_grad():
+        expected = tl.losses.prediction_loss(student(**batch).logits, teacher_ft(**batch).logits, 2.0)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert all(p.grad is None for p in teacher_ft.parameters())  # a fixed target
+    assert student.classifier.weight.grad is not None
 
 
 def test_pipeline_reloads_general_student(teacher, corpus, tmp_path):

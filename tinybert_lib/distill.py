@@ -225,6 +225,18 @@ def layer_distillation_loss(teacher: Bert, student: Bert, mapping: Sequence[int]
     return loss_fn
 
 
+def prediction_distillation_loss(teacher: Bert, student: Bert, temperature: float = 1.0):
+    """The per-batch loss of step 2 (``prediction_loss``): soft cross-entropy of ``student``'s
+    logits against ``teacher``'s at ``temperature``; the teacher runs under ``torch.no_grad()``."""
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # a fixed target, as in step 1
+            t_logits = teacher(**_inputs(batch)).logits
+        return {"total": prediction_loss(student(**_inputs(batch)).logits, t_logits, temperature)}
+
+    return loss_fn
+
+
 # --- stage 1 --------------------------------------------------------------------------------
 
 
@@ -488,10 +500,7 @@ def task_distill(
         modules = {"student": student}
         best: dict[str, Any] = {"score": float("-inf"), "state": None}
 
-        def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            with torch.no_grad():
-                t_logits = teacher_ft(**_inputs(batch)).logits
-            return {"total": prediction_loss(student(**_inputs(batch)).logits, t_logits, temperature)}
+        loss_fn = prediction_distillation_loss(teacher_ft, student, temperature)
 
         def evaluate() -> dict[str, float]:
             scores = dev_metrics(student, dev_raw, task, length)
