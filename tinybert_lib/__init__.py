@@ -4,14 +4,15 @@ Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which
 ``tasks`` (SST-2, MRPC, RTE, CoLA: what a task is, its GLUE metrics), ``data`` (reading them, and
 WikiText-2), ``losses`` (the four TinyBERT losses), ``profiles`` (run sizes),
 ``runtime`` (seeds, devices, processes), ``export`` (Hugging Face folders), ``training`` (the
-one loop, through Accelerate), ``distill`` / ``pipeline`` (the stages), ``augment``, ``ablations``,
-``bench`` / ``estimate`` (measured and estimated cost), ``preflight`` (is a profile ready to run?),
+one loop, through Accelerate), ``distill`` / ``pipeline`` (the stages), ``augment`` /
+``candidates`` (data augmentation, its replacement words), ``ablations``, ``bench`` /
+``estimate`` (measured and estimated cost), ``preflight`` (is a profile ready to run?),
 ``quantization`` (int8 by hand), ``deploy`` (ONNX, ONNX Runtime, int8 variants, measured side by side),
 and ``task_runs`` (lesson 13: the pipeline on MRPC, RTE and CoLA, beside a baseline).
 """
 
-from . import (ablations, augment, bench, data, deploy, distill, estimate, evaluate, exercises, losses, pipeline, plotting,
-               preflight, quantization, task_runs, tasks, training)
+from . import (ablations, augment, bench, candidates, data, deploy, distill, estimate, evaluate, exercises, losses, pipeline,
+               plotting, preflight, quantization, task_runs, tasks, training)
 from .bert import Bert, BertConfig, BertOutput
 from .export import export_hf
 from .preflight import LessonParameterError, check_lesson_parameters
