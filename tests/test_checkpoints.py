@@ -152,20 +152,3 @@ def test_artifacts_follow_the_umask(finished):
     for p in [out, *paths]:
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode == (0o755 if p.is_dir() else 0o644), f"{p.relative_to(out.parent)}: {oct(mode)}"
-
-
-def test_a_folder_kept_when_existing_is_never_replaced(tmp_path):
-    """``keep_existing=True`` (the augmentation cache): the first complete copy stays, no temporary is left."""
-    from tinybert_lib.atomic import atomic_folder
-
-    dest = tmp_path / "cache"
-    with atomic_folder(dest, keep_existing=True) as tmp:
-        (tmp / "rows.txt").write_text("first")
-    with atomic_folder(dest, keep_existing=True) as tmp:
-        (tmp / "rows.txt").write_text("second")
-    assert (dest / "rows.txt").read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
-    with atomic_folder(dest) as tmp:  # the default replaces it
-        (tmp / "rows.txt").write_text("third")
-    assert (dest / "rows.txt").read_text() == "third"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]

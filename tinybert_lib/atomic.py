@@ -118,14 +118,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(dest: str | Path, keep_existing: bool = False) -> Iterator[Path]:
+def atomic_folder(dest: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder to fill; on success it replaces ``dest`` as a whole.
 
     The previous ``dest`` is parked at ``.<name>.old`` between the two renames, so a kill
     there leaves a complete folder that :func:`recover_folder` puts back.
-    ``keep_existing=True``: a ``dest`` that exists when the new folder is complete stays, and
-    the new one is dropped (a cache named by its content: another writer finished first, and
-    a process reading that copy is never pulled from under).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -136,14 +133,6 @@ def atomic_folder(dest: str | Path, keep_existing: bool = False) -> Iterator[Pat
         yield tmp
         apply_umask(tmp)
         fsync_tree(tmp)
-        if keep_existing:
-            try:
-                os.replace(tmp, dest)  # refused when a complete dest (a folder with files) is there
-            except OSError:
-                if not dest.is_dir():
-                    raise
-            _fsync_path(dest.parent)
-            return
         old = old_sibling(dest)
         shutil.rmtree(old, ignore_errors=True)
         if dest.exists():

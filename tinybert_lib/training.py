@@ -1,6 +1,6 @@
 """The one training loop every stage shares: optimiser, schedule, AMP, logging, checkpoints.
 
-Lessons: 06-07, 11.
+Lessons: 06-07, 09, 11.
 
 General distillation, teacher fine-tuning and both task-distillation steps differ only in
 *what loss a batch gives*; everything else lives here once:
