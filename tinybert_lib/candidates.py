@@ -1,5 +1,7 @@
 """Where TinyBERT's data augmentation gets its replacement words: K candidates for each word.
 
+Lessons: 08.
+
 The paper (Algorithm 1) uses two generators, chosen per word:
 
 * a word that is a single WordPiece is replaced by ``[MASK]`` and BERT's masked-LM proposes the
