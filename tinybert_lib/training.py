@@ -16,15 +16,17 @@ General distillation, teacher fine-tuning and both task-distillation steps diffe
   an interrupted run resumes bit for bit at the step it stopped and a finished run is not trained twice.
 
 :func:`fit` reads as the loop it is (for each epoch, for each batch: forward, backward, clip, step,
-log, checkpoint); what it does besides training (resuming, records, the progress bar, evaluation,
-checkpoints) sits in a small helper below it.
+log, checkpoint); what it does besides training sits in two helpers below it: the batches of an
+epoch, resumed where they stopped (``_epoch_batches``), and the bookkeeping (``_Bookkeeping``:
+resuming, records, the progress bar, evaluation, checkpoints, interruptions).
 
 Devices, mixed precision, gradient accumulation and (under ``accelerate launch``) data
 sharding and gradient averaging across processes go through Hugging Face Accelerate. In a
 single process Accelerate changes nothing you can see: the modules stay plain modules and
 the loop reads like any PyTorch loop. With N processes each one takes 1/N of every batch
-(the profile's batch size stays the *global* batch), gradients are averaged, and only the
-main process writes checkpoints, logs and progress bars.
+(the profile's batch size stays the *global* batch), gradients are averaged (the loop calls the
+DistributedDataParallel wrapper ``accelerator.prepare`` returns), and only the main process writes
+checkpoints, logs and progress bars.
 """
 
 from __future__ import annotations
@@ -397,6 +399,7 @@ class _Bookkeeping:
         self.result.seconds = time.perf_counter() - self.start
 
     def evaluate(self, eval_fn: Callable[[], dict[str, float]], epoch: int, step: int) -> None:
+        """Run ``eval_fn`` at the end of ``epoch`` and record its metrics."""
         metrics = eval_fn()
         self.result.evals.append({"epoch": epoch, "step": step, **metrics})
         if self.main:
@@ -426,6 +429,7 @@ class _Bookkeeping:
         raise Interrupted(f"{self.desc}: stopped after {where} (checkpoint in {self.checkpoint_dir})")
 
     def finish(self, step: int) -> TrainResult:
+        """The result of a run that trained to the end."""
         self.bar.close()
         self.result.steps = step
         return self.result
