@@ -9,7 +9,8 @@ import torch
 
 import tinybert_lib as tl
 from tinybert_lib import distill, pipeline
-from tinybert_lib.training import Checkpoint, FitConfig, Interrupted
+from tinybert_lib.checkpoints import Checkpoint
+from tinybert_lib.training import FitConfig, Interrupted
 
 TINY = dict(general_batch_size=4, general_epochs=2, log_every=1, max_seq_len_general=32, seed=3)
 

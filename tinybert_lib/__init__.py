@@ -6,11 +6,11 @@ Modules, one idea each: ``bert`` (the model), ``teachers`` / ``students`` (which
 ``tasks`` (SST-2, MRPC, RTE, CoLA: what a task is, its GLUE metrics), ``data`` (reading them, and
 WikiText-2), ``losses`` (the four TinyBERT losses), ``profiles`` (run sizes),
 ``runtime`` (seeds, devices, processes), ``export`` (Hugging Face folders), ``training`` (the
-one loop, through Accelerate), ``distill`` / ``pipeline`` (the stages), ``augment`` / ``candidates``
-(data augmentation, its replacement words), ``ablations``, ``bench`` / ``estimate`` (measured and
-estimated cost), ``quantization`` (int8 by hand), ``deploy`` (ONNX, ONNX Runtime, int8 variants,
-measured side by side), and ``task_runs`` (lesson 13: the pipeline on MRPC, RTE and CoLA, beside a
-baseline).
+one loop, through Accelerate), ``checkpoints`` (exact resume), ``distill`` / ``pipeline`` (the
+stages), ``augment`` / ``candidates`` (data augmentation, its replacement words), ``ablations``,
+``bench`` / ``estimate`` (measured and estimated cost), ``quantization`` (int8 by hand), ``deploy``
+(ONNX, ONNX Runtime, int8 variants, measured side by side), and ``task_runs`` (lesson 13: the
+pipeline on MRPC, RTE and CoLA, beside a baseline).
 
 Setup and command line, not taught: ``data_setup`` (getting and checking the data), ``preflight``
 (is a profile ready to run?), ``cli`` / ``predict_cli`` / ``__main__`` (``python -m tinybert_lib``).
@@ -57,9 +57,9 @@ __all__ = [
 #: Submodules reached as ``tl.<name>``, imported on first use (PEP 562): some pull in matplotlib,
 #: ``datasets``, Accelerate or ONNX Runtime, which a lesson should pay for only when it uses them.
 LAZY_SUBMODULES: tuple[str, ...] = (
-    "ablations", "atomic", "augment", "bench", "bert", "candidates", "data", "data_setup", "deploy", "distill", "estimate",
-    "evaluate", "exercises", "export", "losses", "pipeline", "plotting", "preflight", "profiles", "quantization",
-    "records", "runtime", "students", "task_runs", "tasks", "teachers", "training",
+    "ablations", "atomic", "augment", "bench", "bert", "candidates", "checkpoints", "data", "data_setup", "deploy",
+    "distill", "estimate", "evaluate", "exercises", "export", "losses", "pipeline", "plotting", "preflight",
+    "profiles", "quantization", "records", "runtime", "students", "task_runs", "tasks", "teachers", "training",
 )
 
 

@@ -18,7 +18,7 @@ from .profiles import PROFILES, for_task, get_profile
 from .records import StaleArtifactError
 from .tasks import TASKS
 from .runtime import is_main_process
-from .training import CheckpointError
+from .checkpoints import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:

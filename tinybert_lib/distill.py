@@ -34,6 +34,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from .bert import Bert
+from .checkpoints import dedupe_tensors
 from .data import load_task, make_loader, tokenize_task
 from .evaluate import evaluate_task
 from .export import export_hf
@@ -43,7 +44,7 @@ from .profiles import Profile, get_profile
 from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
 from .runtime import is_main_process, pick_device, set_seed, wait_for_everyone
 from .tasks import Task, get_task
-from .training import FitConfig, TrainResult, dedupe_tensors, fit, move
+from .training import FitConfig, TrainResult, fit, move
 
 log = logging.getLogger(__name__)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
