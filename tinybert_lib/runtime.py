@@ -28,6 +28,23 @@ def set_seed(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one CPU thread, then restore the thread count.
+
+    Two computations of the same step agree to the last bit only if their sums add up in the same
+    order; with several threads a sum's split can differ between them. A bitwise comparison
+    matters for AdamW: its first step moves each weight by about lr * sign(gradient), so a
+    rounding difference in a near-zero gradient becomes a whole step (lessons 06 and 09).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def pick_device(preference: "str | torch.device" = "auto") -> torch.device:
     """Return the device to train on.
 
