@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from datasets import Dataset
 
 import tinybert_lib as tl
 from tinybert_lib import ablations, pipeline
+from tinybert_lib.training import FitConfig
 
 from conftest import MIRROR
 
@@ -25,3 +28,18 @@ def test_a_variant_with_another_seed_reuses_the_shared_artifacts(on_mirror, tmp_
     assert run["seed"] == profile.seed + 1 and 0.0 <= run["accuracy"] <= 1.0
     for stage in ("general-distill", "finetune-teacher"):  # nothing was rebuilt for the other seed
         assert pipeline.summary(tmp_path, stage)["settings"]["profile"]["seed"] == profile.seed
+
+
+def test_hard_label_rows_train_at_step_2s_settings(teacher, monkeypatch):
+    """The hard-label rows accumulate and clip as step 2 does: a batch of 2 x 4 rows, not 4."""
+    seen = {}
+    monkeypatch.setattr(ablations, "fit", lambda **kwargs: seen.update(kwargs))
+    profile = tl.get_profile("smoke", grad_accum_steps=2, max_grad_norm=0.25, task_batch_size=4, task_lr_prediction=7e-5, seed=5)
+    student = tl.build_student("minilm-3l-192d", teacher=teacher, num_labels=2)
+    rows = Dataset.from_dict({"sentence": ["a fine film .", "bad ."] * 4, "label": [1, 0] * 4})
+    ablations.finetune_hard(student, rows, profile, 3, torch.device("cpu"))
+    config = seen["config"]
+    assert config.accumulation_steps == 2 and config.max_grad_norm == 0.25
+    assert (config.epochs, config.lr, config.batch_size, config.seed) == (3, 7e-5, 4, 5)
+    assert config == FitConfig.for_stage(profile, "prediction", epochs=3)
+    assert len(seen["loader_for_epoch"](0)) == 2  # 8 rows in batches of 4

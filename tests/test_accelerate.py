@@ -6,8 +6,9 @@ machine without a GPU that starts two CPU processes joined by the gloo backend (
 (``mpirun``), which a plain Python environment does not have.
 
 Two processes each take half of every global batch: they must see different blocks, together
-exactly the blocks one process sees, and end with the same weights (dropout off). A two-process
-run interrupted after one step and launched again must resume and end in the same place.
+exactly the blocks one process sees, step with the same averaged gradients (those one process
+computes on the whole batch) and end with the same weights (dropout off). A two-process run
+interrupted after one step and launched again must resume and end in the same place.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def _seen(out: Path, rank: int, attempt: int = 0) -> list[tuple[int, ...]]:
     return [tuple(r) for r in json.loads((out / f"seen_{rank}_{attempt}.json").read_text())["rows"]]
 
 
+def _grads(out: Path, rank: int, attempt: int = 0) -> list[list[float]]:
+    """Per optimiser step: the sum and the norm of each parameter's gradient, as the optimiser applied it."""
+    return json.loads((out / f"seen_{rank}_{attempt}.json").read_text())["grads"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("accelerate")
@@ -69,6 +75,23 @@ def test_two_processes_see_different_halves_of_each_batch(runs):
     assert sorted(a + b) == sorted(one), "together the two shards are not the single-process data"
     # batch by batch: process 0 takes the first half of each global batch of 8, process 1 the second
     assert a[:4] + b[:4] == one[:8]
+
+
+def test_two_processes_step_with_the_same_averaged_gradients(runs):
+    """DistributedDataParallel averaged the gradients: at every step both processes apply the same
+    gradients, those of the whole global batch. Calling the wrapped modules directly would skip the
+    averaging: each process would step with its own half's gradients and the two would drift apart."""
+    one, a, b = _grads(runs / "one", 0), _grads(runs / "two", 0), _grads(runs / "two", 1)
+    assert len(one) == len(a) == len(b) == 4 and len(a[0]) == len(one[0]) > 0
+    for step, (g1, ga, gb) in enumerate(zip(one, a, b), start=1):
+        assert ga == pytest.approx(gb, rel=1e-6, abs=1e-9), f"step {step}: the two processes' gradients differ"
+        assert ga == pytest.approx(g1, rel=1e-3, abs=1e-6), f"step {step}: not the single process's gradients"
+    # the run interrupted after step 1 and resumed: the same on both processes, and the uninterrupted run's
+    ra, rb = (_grads(runs / "resumed", rank, 0) + _grads(runs / "resumed", rank, 1) for rank in (0, 1))
+    assert len(ra) == len(rb) == 4
+    for step, (ga, gb, g2) in enumerate(zip(ra, rb, a), start=1):
+        assert ga == pytest.approx(gb, rel=1e-6, abs=1e-9), f"resumed run, step {step}: the processes' gradients differ"
+        assert ga == pytest.approx(g2, rel=1e-6, abs=1e-9), f"resumed run, step {step}: not the uninterrupted run's"
 
 
 def test_two_processes_end_where_one_process_ends(runs):

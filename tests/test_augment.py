@@ -1,8 +1,7 @@
-"""TinyBERT data augmentation: eligible words, candidates (neighbours and masked-LM), new sentences, caching."""
+"""TinyBERT data augmentation: eligible words, candidates (neighbours and masked-LM), new sentences, the saved set as cache."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
@@ -10,6 +9,8 @@ import torch
 
 import tinybert_lib as tl
 from tinybert_lib import augment as A
+from tinybert_lib import pipeline
+from tinybert_lib.records import StaleArtifactError
 
 SENTENCE = "a gripping , funny and moving film about 2 labored secretions ."
 
@@ -144,7 +145,7 @@ def test_augment_with_a_masked_lm_uses_it_for_single_piece_words(tiny_mlm, teach
     calls = []
     hook = tiny_mlm.bert.register_forward_hook(lambda module, args, out: calls.append(1))
     try:
-        out = A.augment(sst2_8, tiny_mlm, profile, tokenizer=teacher.tokenizer, progress=False)
+        out, stats = A.augment(sst2_8, tiny_mlm, profile, tokenizer=teacher.tokenizer, progress=False)
     finally:
         hook.remove()
     n_single = sum(
@@ -153,13 +154,14 @@ def test_augment_with_a_masked_lm_uses_it_for_single_piece_words(tiny_mlm, teach
     assert n_single > 8
     assert 1 <= len(calls) < n_single  # batched across sentences
     assert A.augment_stats(out)["source"] == 8 and len(out) > 8
+    assert stats.mlm_words > 0 and stats.source == 8
 
 
 # --- the whole algorithm ------------------------------------------------------------------
 
 
 def test_augment_originals_first_labels_kept_and_bounded(teacher, sst2_8, profile):
-    out = A.augment(sst2_8, teacher, profile, progress=False)
+    out, recorded = A.augment(sst2_8, teacher, profile, progress=False)
     assert out.column_names == ["sentence", "label", "is_original"]
     rows = out.to_list() if hasattr(out, "to_list") else [out[i] for i in range(len(out))]
     assert rows[0]["is_original"]
@@ -176,35 +178,66 @@ def test_augment_originals_first_labels_kept_and_bounded(teacher, sst2_8, profil
             seen.add(r["sentence"])
     stats = A.augment_stats(out)
     assert stats["source"] == 8 and stats["rows"] == len(out) and stats["ratio"] == pytest.approx(len(out) / 8)
-    assert stats["seconds"] >= 0
+    assert recorded.source == 8 and recorded.rows == len(out) and recorded.ratio == pytest.approx(stats["ratio"])
+    assert recorded.seconds >= 0
 
 
 def test_augment_is_deterministic_and_respects_limit(teacher, sst2_8, profile):
-    a = A.augment(sst2_8, teacher, profile, progress=False)
-    b = A.augment(sst2_8, teacher, profile, progress=False)
+    a = A.augment(sst2_8, teacher, profile, progress=False).dataset
+    b = A.augment(sst2_8, teacher, profile, progress=False).dataset
     assert a.to_dict() == b.to_dict()
-    first3 = A.augment(sst2_8, teacher, profile.with_overrides(augment_limit=3), progress=False)
+    first3 = A.augment(sst2_8, teacher, profile.with_overrides(augment_limit=3), progress=False).dataset
     assert sum(first3["is_original"]) == 3
     # Per-example seeds: the first 3 examples come out the same whatever the limit.
     assert first3["sentence"] == a["sentence"][: len(first3)]
-    other_seed = A.augment(sst2_8, teacher, profile.with_overrides(seed=7), progress=False)
+    other_seed = A.augment(sst2_8, teacher, profile.with_overrides(seed=7), progress=False).dataset
     assert other_seed["sentence"] != a["sentence"]
 
 
-def test_augment_cache_hit_skips_the_work(teacher, sst2_8, profile, tmp_path, monkeypatch):
-    first = A.augment(sst2_8, teacher, profile, cache_dir=tmp_path, progress=False)
-    folders = [p for p in tmp_path.iterdir()]
-    assert len(folders) == 1 and folders[0].name.startswith("augmented-8x3-")  # no temp folder left
+def test_augment_rows_takes_any_candidate_function(sst2_8):
+    """The loop of Algorithm 1 alone: candidates from a plain function, no model."""
+    seen = []
+
+    def upper_case(sentences, eligible):
+        seen.append(len(sentences))
+        return [{pos: [word.upper()] for pos, word in slots} for slots in eligible]
+
+    out = A.augment_rows(sst2_8, upper_case, p=1.0, n=3, seed=0, chunk_size=5)
+    assert seen == [5, 3]  # called once per chunk of sentences
+    assert out.column_names == ["sentence", "label", "is_original"]
+    originals = [s for s, o in zip(out["sentence"], out["is_original"]) if o]
+    new = [s for s, o in zip(out["sentence"], out["is_original"]) if not o]
+    assert originals == sst2_8["sentence"]
+    # p = 1 and one candidate per word: one new sentence per example with an eligible word, every such word upper-cased
+    expected = [" ".join(w.upper() if (i, w) in A.eligible_words(s) else w for i, w in enumerate(s.split()))
+                for s in sst2_8["sentence"] if A.eligible_words(s)]
+    assert new == expected
+
+
+def test_the_saved_set_is_the_cache(teacher, sst2_8, profile, tmp_path, monkeypatch):
+    """The pipeline's augmented_sst2/ folder is the cache: reused with the same settings, refused with others."""
+    small = profile.with_overrides(sst2_train_limit=8)
+    first = pipeline.run_augmentation(small, tmp_path, device="cpu")
+    assert [p.name for p in tmp_path.iterdir()] == ["augmented_sst2"]  # no temp folder left
+    assert first.to_dict() == A.augment(sst2_8, teacher, small, progress=False).dataset.to_dict()
+    recorded = pipeline.augmentation_stats(tmp_path)
+    assert recorded["source"] == 8 and recorded["rows"] == len(first) and recorded["unaugmented"] == 0
+    assert recorded["seconds"] >= 0 and recorded["neighbour_words"] > 0
     calls = []
     real = A.replace_words
     monkeypatch.setattr(A, "replace_words", lambda *a, **k: calls.append(1) or real(*a, **k))
-    second = A.augment(sst2_8, teacher, profile, cache_dir=tmp_path, progress=False)
+    second = pipeline.run_augmentation(small, tmp_path, device="cpu")
     assert calls == []  # loaded, not recomputed
     assert second.to_dict() == first.to_dict()
     assert A.augment_stats(second) == A.augment_stats(first)
-    # Different settings: a different cache entry, computed afresh.
-    A.augment(sst2_8, teacher, profile.with_overrides(augment_p=0.6), cache_dir=tmp_path, progress=False)
-    assert calls and len(list(tmp_path.iterdir())) == 2
+    # Different settings: the stale rows are never reused silently; the change is named, and a rebuild computes afresh.
+    changed = small.with_overrides(augment_p=0.6)
+    with pytest.raises(StaleArtifactError, match=r"augment_p: 0\.4 -> 0\.6"):
+        pipeline.run_augmentation(changed, tmp_path, device="cpu")
+    assert calls == []
+    rebuilt = pipeline.run_augmentation(changed, tmp_path, device="cpu", rebuild=True)
+    assert calls and rebuilt.to_dict() != first.to_dict()
+    assert pipeline.run_augmentation(changed, tmp_path, device="cpu").to_dict() == rebuilt.to_dict()
 
 
 def test_augment_rejects_unknown_sources(sst2_8, profile):
@@ -219,8 +252,7 @@ def test_teacher_folder_with_mlm_head_enables_the_mlm_path(tiny_mlm, teacher, ss
     assert A.has_mlm_head(folder)
     assert not A.has_mlm_head(tl.teachers.resolve_teacher_folder("minilm"))  # the packaged MiniLM has none
     course_teacher = tl.load_teacher(str(folder))
-    by_teacher = A.augment(sst2_8, course_teacher, profile, progress=False)
-    by_name = A.augment(sst2_8, str(folder), profile, progress=False)
-    recorded = json.loads(by_teacher.info.description.split(" ", 1)[1])
-    assert recorded["mlm_words"] > 0 and recorded["neighbour_words"] > 0  # single pieces -> MLM, others -> neighbours
+    by_teacher, recorded = A.augment(sst2_8, course_teacher, profile, progress=False)
+    by_name = A.augment(sst2_8, str(folder), profile, progress=False).dataset
+    assert recorded.mlm_words > 0 and recorded.neighbour_words > 0  # single pieces -> MLM, others -> neighbours
     assert by_teacher.to_dict() == by_name.to_dict()  # same weights, same candidates

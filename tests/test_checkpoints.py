@@ -11,7 +11,8 @@ import torch
 
 import tinybert_lib as tl
 from tinybert_lib import distill
-from tinybert_lib.training import Checkpoint, CheckpointError, Interrupted
+from tinybert_lib.checkpoints import Checkpoint, CheckpointError
+from tinybert_lib.training import Interrupted
 
 # 8 blocks in batches of 4: 2 steps per epoch, 2 epochs; dropout on.
 TINY = dict(general_batch_size=4, general_epochs=2, log_every=1, max_seq_len_general=32, seed=3)
@@ -102,7 +103,7 @@ def test_rng_states_round_trip_through_a_safe_checkpoint(tmp_path):
 
     import numpy as np
 
-    from tinybert_lib.training import rng_state, set_rng_state
+    from tinybert_lib.checkpoints import rng_state, set_rng_state
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())

@@ -1,4 +1,4 @@
-"""Tests for tinybert_lib.data: preparing, loading and batching the course data.
+"""Tests for tinybert_lib.data_setup and tinybert_lib.data: preparing, loading and batching the course data.
 
 They use the local data mirror at ../shared/data (relative to the repository) and a temporary
 target folder, so nothing touches the network or the repository's data/ folder.
@@ -16,9 +16,9 @@ import torch
 from datasets import Dataset
 
 from conftest import MIRROR
-from tinybert_lib import data
+from tinybert_lib import data, data_setup
 
-FILES = list(data.EXPECTED_SHA256)
+FILES = list(data_setup.EXPECTED_SHA256)
 
 needs_mirror = pytest.mark.skipif(
     not MIRROR.is_dir(), reason=f"data mirror {MIRROR} not found (the course's local data mirror)"
@@ -80,34 +80,34 @@ def test_prepare_from_mirror_copies_verifies_then_skips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "data"
-    report = data.prepare_data(mirror=MIRROR, target=target)
+    report = data_setup.prepare_data(mirror=MIRROR, target=target)
     assert list(report) == FILES
     for relpath, status in report.items():
         assert status.action == "copied"
         assert status.check == "sha256+rows"
-        assert status.rows == data.EXPECTED_ROWS[relpath]
-        assert _sha256(target / relpath) == data.EXPECTED_SHA256[relpath]
-    assert not list(target.rglob("*.tmp")), "temp files must not be left behind"
+        assert status.rows == data_setup.EXPECTED_ROWS[relpath]
+        assert _sha256(target / relpath) == data_setup.EXPECTED_SHA256[relpath]
+    assert not list(target.rglob("*.tmp*")), "temp files must not be left behind"
 
     # Second run, configured through the environment this time: everything is skipped.
     monkeypatch.setenv("DATA_MIRROR", str(MIRROR))
     monkeypatch.setenv("TINYBERT_DATA_DIR", str(target))
-    assert data.data_dir() == target
-    assert {s.action for s in data.prepare_data().values()} == {"skipped"}
+    assert data_setup.data_dir() == target
+    assert {s.action for s in data_setup.prepare_data().values()} == {"skipped"}
 
     # force copies again.
-    assert {s.action for s in data.prepare_data(force=True).values()} == {"copied"}
+    assert {s.action for s in data_setup.prepare_data(force=True).values()} == {"copied"}
 
 
 @needs_mirror
 def test_prepare_replaces_a_damaged_target_file(tmp_path: Path) -> None:
     target = tmp_path / "data"
-    data.prepare_data(mirror=MIRROR, target=target)
+    data_setup.prepare_data(mirror=MIRROR, target=target)
     (target / "sst2/dev.tsv").write_text("sentence\tlabel\nbroken \t1\n", encoding="utf-8")
-    report = data.prepare_data(mirror=MIRROR, target=target)
+    report = data_setup.prepare_data(mirror=MIRROR, target=target)
     assert report["sst2/dev.tsv"].action == "copied"
     assert report["sst2/train.tsv"].action == "skipped"
-    assert _sha256(target / "sst2/dev.tsv") == data.EXPECTED_SHA256["sst2/dev.tsv"]
+    assert _sha256(target / "sst2/dev.tsv") == data_setup.EXPECTED_SHA256["sst2/dev.tsv"]
 
 
 @needs_mirror
@@ -119,30 +119,30 @@ def test_corrupted_mirror_file_is_named_with_both_checksums(tmp_path: Path) -> N
     bad_sha = hashlib.sha256(bytes(raw)).hexdigest()
 
     target = tmp_path / "data"
-    with pytest.raises(data.DataIntegrityError) as err:
-        data.prepare_data(mirror=mirror, target=target)
+    with pytest.raises(data_setup.DataIntegrityError) as err:
+        data_setup.prepare_data(mirror=mirror, target=target)
     message = str(err.value)
     assert "sst2/dev.tsv" in message
-    assert data.EXPECTED_SHA256["sst2/dev.tsv"] in message and bad_sha in message
+    assert data_setup.EXPECTED_SHA256["sst2/dev.tsv"] in message and bad_sha in message
     # The bad file never reaches the data folder, not even half-written.
     assert not (target / "sst2/dev.tsv").exists()
-    assert not list(target.rglob("*.tmp"))
+    assert not list(target.rglob("*.tmp*"))
 
 
 @needs_mirror
 def test_mirror_missing_a_file_is_named(tmp_path: Path) -> None:
     mirror = _linked_mirror(tmp_path / "mirror", skip="wikitext-2/wiki.valid.tokens")
-    with pytest.raises(data.DataNotFoundError, match="wikitext-2/wiki.valid.tokens"):
-        data.prepare_data(mirror=mirror, target=tmp_path / "data")
+    with pytest.raises(data_setup.DataNotFoundError, match="wikitext-2/wiki.valid.tokens"):
+        data_setup.prepare_data(mirror=mirror, target=tmp_path / "data")
 
 
 def test_offline_without_mirror_raises_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     calls: list[tuple] = []
-    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: calls.append(a))
-    with pytest.raises(data.DataNotFoundError) as err:
-        data.prepare_data(target=tmp_path / "data")
+    monkeypatch.setattr(data_setup, "load_dataset", lambda *a, **k: calls.append(a))
+    with pytest.raises(data_setup.DataNotFoundError) as err:
+        data_setup.prepare_data(target=tmp_path / "data")
     assert isinstance(err.value, FileNotFoundError)
     message = str(err.value)
     assert "DATA_MIRROR=" in message
@@ -156,9 +156,9 @@ def test_hub_failure_without_mirror_raises_data_not_found(
     def unreachable(*args, **kwargs):
         raise ConnectionError("no route to huggingface.co")
 
-    monkeypatch.setattr(data, "load_dataset", unreachable)
-    with pytest.raises(data.DataNotFoundError, match="DATA_MIRROR") as err:
-        data.prepare_data(target=tmp_path / "data")
+    monkeypatch.setattr(data_setup, "load_dataset", unreachable)
+    with pytest.raises(data_setup.DataNotFoundError, match="DATA_MIRROR") as err:
+        data_setup.prepare_data(target=tmp_path / "data")
     assert "make data" in str(err.value)
     assert isinstance(err.value.__cause__, ConnectionError)
 
@@ -194,9 +194,9 @@ def test_hub_fallback_writes_the_mirror_format(tmp_path: Path, monkeypatch: pyte
         calls.append((name, config))
         return hubs[(name, config)]
 
-    monkeypatch.setattr(data, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(data_setup, "load_dataset", fake_load_dataset)
     target = tmp_path / "data"
-    report = data.prepare_data(target=target)
+    report = data_setup.prepare_data(target=target)
     assert {s.action for s in report.values()} == {"downloaded"}
     assert {s.check for s in report.values()} == {"rows"}
     assert sorted(calls) == sorted(hubs), "each hub dataset is fetched once"
@@ -212,7 +212,7 @@ def test_hub_fallback_writes_the_mirror_format(tmp_path: Path, monkeypatch: pyte
     # Hub files may have other bytes than the mirror's (WikiText's blank lines lose their
     # space), but a re-run offline still accepts them by row count.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rerun = data.prepare_data()
+    rerun = data_setup.prepare_data()
     assert {s.action for s in rerun.values()} == {"skipped"}
     assert rerun["wikitext-2/wiki.valid.tokens"].check == "rows"
 
@@ -220,7 +220,7 @@ def test_hub_fallback_writes_the_mirror_format(tmp_path: Path, monkeypatch: pyte
 @needs_mirror
 def test_cli_prepare_prints_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "data"
-    assert data.main(["prepare", "--mirror", str(MIRROR), "--target", str(target)]) == 0
+    assert data_setup.main(["prepare", "--mirror", str(MIRROR), "--target", str(target)]) == 0
     out = capsys.readouterr().out
     assert str(target.resolve()) in out
     assert out.count("copied") == len(FILES) == 10 and "67,349 rows" in out

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MIRROR
-from tinybert_lib import data
+from tinybert_lib import data, data_setup
 from tinybert_lib.preflight import missing_for
 
 pytestmark = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"data mirror {MIRROR} not found")
@@ -22,7 +22,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _copy_of_mirror(root: Path) -> Path:
-    for relpath in data.EXPECTED_SHA256:
+    for relpath in data_setup.EXPECTED_SHA256:
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(MIRROR / relpath, root / relpath)
     return root
@@ -35,7 +35,7 @@ def _keep_lines(path: Path, n: int) -> None:
 
 def test_a_short_train_file_is_refused_at_load_and_by_the_pre_run_check(tmp_path, monkeypatch):
     target = tmp_path / "data"
-    data.prepare_data(mirror=MIRROR, target=target)
+    data_setup.prepare_data(mirror=MIRROR, target=target)
     monkeypatch.setenv("TINYBERT_DATA_DIR", str(target))
     assert len(data.load_sst2("train", limit=4)) == 4  # checked once: size and mtime as recorded
     _keep_lines(target / "sst2/train.tsv", 10_001)  # 10,000 rows and the header
@@ -62,9 +62,9 @@ def test_prepare_without_mirror_refuses_flipped_labels(tmp_path, monkeypatch, ca
     target = _copy_of_mirror(tmp_path / "data")
     _flip_labels(target / "sst2/train.tsv")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with caplog.at_level(logging.INFO, logger=data.__name__):
-        with pytest.raises(data.DataIntegrityError, match=r"(?s)sst2/train\.tsv is damaged.*labels are wrong"):
-            data.prepare_data(target=target)
+    with caplog.at_level(logging.INFO, logger=data_setup.__name__):
+        with pytest.raises(data_setup.DataIntegrityError, match=r"(?s)sst2/train\.tsv is damaged.*labels are wrong"):
+            data_setup.prepare_data(target=target)
     assert "replacing it" not in caplog.text, "nothing can be replaced offline: say so, not 'replacing'"
 
 
@@ -76,8 +76,8 @@ def test_a_truncated_line_names_the_file_and_the_line(tmp_path, monkeypatch):
     dev.write_bytes(b"".join(lines))
     # at prepare time (no mirror, offline: the file is checked line by line)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(data.DataIntegrityError, match=r"sst2/dev\.tsv, line 5: expected a sentence, a tab and a label"):
-        data.prepare_data(target=target)
+    with pytest.raises(data_setup.DataIntegrityError, match=r"sst2/dev\.tsv, line 5: expected a sentence, a tab and a label"):
+        data_setup.prepare_data(target=target)
     # and at load time, when the checksum check lets it through (a folder not prepared: a warning)
     monkeypatch.setenv("TINYBERT_DATA_DIR", str(target))
     with pytest.raises(data.DataIntegrityError, match=r"sst2/dev\.tsv, line 5: expected a sentence"):

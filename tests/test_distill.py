@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import tinybert_lib as tl
 from tinybert_lib import distill, pipeline
-from tinybert_lib.training import Checkpoint, Interrupted
+from tinybert_lib.checkpoints import Checkpoint
+from tinybert_lib.training import FitConfig, Interrupted
 
 TINY = dict(general_batch_size=4, general_epochs=2, log_every=1, max_seq_len_general=32, seed=3)
 
@@ -82,6 +85,21 @@ def test_teacher_finetuning_and_task_distillation(tmp_path):
         distill.task_distill(ft.model, student, sst2["train"], profile, "both")
 
 
+def test_prediction_distillation_loss_is_the_soft_cross_entropy_of_step_two(teacher, sentences):
+    """The loss task_distill builds for step 2 (and lesson 09 checks a hand-written step against)."""
+    teacher_ft = copy.deepcopy(teacher).add_classifier(2).eval()  # the session's teacher stays headless
+    tl.set_seed(0)
+    student = tl.build_student("minilm-3l-192d", teacher=teacher_ft, num_labels=2).eval()
+    batch = dict(teacher.tokenizer(sentences, padding=True, return_tensors="pt"))
+    loss = distill.prediction_distillation_loss(teacher_ft, student, temperature=2.0)(batch)["total"]
+    with torch.no_grad():
+        expected = tl.losses.prediction_loss(student(**batch).logits, teacher_ft(**batch).logits, 2.0)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert all(p.grad is None for p in teacher_ft.parameters())  # a fixed target
+    assert student.classifier.weight.grad is not None
+
+
 def test_pipeline_reloads_general_student(teacher, corpus, tmp_path):
     # the corpus and held-out blocks the pipeline reads for this profile, so that it reuses the stage
     profile = tl.get_profile("smoke", **TINY, corpus_max_blocks=12)
@@ -115,3 +133,53 @@ def test_ablation_variants_change_one_thing_each():
     assert not tl.ablations.VARIANTS["w/o general distillation"].general
     assert not tl.ablations.VARIANTS["w/o data augmentation"].augmented
     assert tl.ablations.VARIANTS["w/o prediction loss"].step2 == "hard"
+
+
+def test_fit_config_reads_each_stage_own_fields():
+    profile = tl.get_profile("smoke", seed=7, general_epochs=2, general_batch_size=3, general_lr=1e-3, finetune_epochs=4,
+                             finetune_batch_size=5, finetune_lr=2e-3, task_intermediate_epochs=6, task_lr_intermediate=3e-3,
+                             task_prediction_epochs=8, task_lr_prediction=4e-3, task_batch_size=9, warmup_ratio=0.2,
+                             weight_decay=0.03, max_grad_norm=0.4, grad_accum_steps=2, log_every=11)
+    own = {"general": (2, 3, 1e-3), "finetune": (4, 5, 2e-3), "intermediate": (6, 9, 3e-3), "prediction": (8, 9, 4e-3)}
+    for stage, (epochs, batch_size, lr) in own.items():
+        config = FitConfig.for_stage(profile, stage)
+        assert (config.epochs, config.batch_size, config.lr) == (epochs, batch_size, lr), stage
+        assert (config.seed, config.warmup_ratio, config.weight_decay, config.max_grad_norm, config.accumulation_steps,
+                config.log_every) == (7, 0.2, 0.03, 0.4, 2, 11), stage
+        # the settings record names every field that changes a result, and log_every is not one
+        assert set(FitConfig.recorded_fields(stage)) >= {"seed", "warmup_ratio", "weight_decay", "max_grad_norm",
+                                                         "grad_accum_steps"} and "log_every" not in FitConfig.recorded_fields(stage)
+    assert FitConfig.for_stage(profile, "prediction", epochs=1).epochs == 1
+    with pytest.raises(ValueError, match="unknown stage"):
+        FitConfig.for_stage(profile, "step 3")
+
+
+class _Stop(Exception):
+    """Raised by a stand-in for fit once it has seen its arguments."""
+
+
+def test_every_stage_hands_fit_its_profile_config(teacher, corpus, monkeypatch):
+    """Each stage trains at ``FitConfig.for_stage``'s settings, accumulation and clipping included."""
+    from datasets import Dataset
+
+    seen: list[FitConfig] = []
+
+    def fake_fit(**kwargs):
+        seen.append(kwargs["config"])
+        raise _Stop
+
+    monkeypatch.setattr(distill, "fit", fake_fit)
+    profile = tl.get_profile("smoke", **TINY, grad_accum_steps=2, max_grad_norm=0.5, warmup_ratio=0.2, weight_decay=0.02)
+    rows = Dataset.from_dict({"sentence": ["a fine film .", "bad ."] * 4, "label": [1, 0] * 4})
+    tuned = tl.load_teacher("minilm").add_classifier(2)
+    runs = {
+        "general": lambda: distill.general_distill(teacher, _student(teacher), corpus, profile, device="cpu"),
+        "finetune": lambda: distill.finetune_teacher(tl.load_teacher("minilm"), {"train": rows, "dev": rows}, profile, device="cpu"),
+        "intermediate": lambda: distill.task_distill(tuned, _student(teacher), rows, profile, "intermediate", dev_set=rows, device="cpu"),
+        "prediction": lambda: distill.task_distill(tuned, _student(teacher), rows, profile, "prediction", dev_set=rows, device="cpu"),
+    }
+    for stage, run in runs.items():
+        with pytest.raises(_Stop):
+            run()
+        assert seen[-1] == FitConfig.for_stage(profile, stage), stage
+        assert seen[-1].accumulation_steps == 2 and seen[-1].max_grad_norm == 0.5, stage

@@ -12,7 +12,7 @@ import pytest
 from datasets import Dataset
 
 from conftest import MIRROR
-from tinybert_lib import data, estimate, get_profile
+from tinybert_lib import data, data_setup, estimate, get_profile
 
 
 SYNTHETIC_103 = " = Alpha = \n\n The well @-@ known <unk> sailed 1 @,@ 000 miles . \n\n = = Beta = = \n A second line . \n"
@@ -28,7 +28,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def no_download(*args, **kwargs):
         raise AssertionError(f"a test tried to download {args}")
 
-    monkeypatch.setattr(data, "load_dataset", no_download)
+    monkeypatch.setattr(data_setup, "load_dataset", no_download)
 
 
 def test_profiles_name_their_corpus():
@@ -50,7 +50,7 @@ def test_offline_falls_back_to_wikitext2_with_a_warning(on_mirror: Path, monkeyp
         lines = list(data.general_corpus_lines("wikitext-103", limit=5))
     assert lines == data.load_corpus_lines("train", limit=5)
     message = str(caught[0].message)
-    for what in ("HF_DATASETS_OFFLINE", "WikiText-2 instead", "too few", "internet access", data.WIKITEXT103_TRAIN):
+    for what in ("HF_DATASETS_OFFLINE", "WikiText-2 instead", "too few", "internet access", data_setup.WIKITEXT103_TRAIN):
         assert what in message
 
 
@@ -58,7 +58,7 @@ def test_a_failed_download_falls_back_too(on_mirror: Path, monkeypatch: pytest.M
     def unreachable(*args, **kwargs):
         raise ConnectionError("no route to huggingface.co")
 
-    monkeypatch.setattr(data, "load_dataset", unreachable)
+    monkeypatch.setattr(data_setup, "load_dataset", unreachable)
     with pytest.warns(UserWarning, match="ConnectionError: no route"):
         assert list(data.general_corpus_lines("wikitext-103", limit=2)) == data.load_corpus_lines("train", limit=2)
 
@@ -70,7 +70,7 @@ def test_wikitext103_from_the_hub_is_cleaned_like_wikitext2(monkeypatch: pytest.
         asked.append((args, kwargs))
         return Dataset.from_dict({"text": SYNTHETIC_103.splitlines(keepends=True)})
 
-    monkeypatch.setattr(data, "load_dataset", fake_hub)
+    monkeypatch.setattr(data_setup, "load_dataset", fake_hub)
     lines = list(data.general_corpus_lines("wikitext-103", unk_token="[UNK]"))
     assert asked == [(("Salesforce/wikitext", "wikitext-103-v1"), {"split": "train"})]
     assert lines == ["The well-known [UNK] sailed 1,000 miles .", "A second line ."]
@@ -78,13 +78,13 @@ def test_wikitext103_from_the_hub_is_cleaned_like_wikitext2(monkeypatch: pytest.
 
 
 def test_a_local_copy_is_read_before_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    copy = tmp_path / data.WIKITEXT103_TRAIN
+    copy = tmp_path / data_setup.WIKITEXT103_TRAIN
     copy.parent.mkdir(parents=True)
     copy.write_text(SYNTHETIC_103, encoding="utf-8")
     monkeypatch.setenv("DATA_MIRROR", str(tmp_path))
-    monkeypatch.setattr(data, "WIKITEXT103_ROWS", SYNTHETIC_103.count("\n"))
+    monkeypatch.setattr(data_setup, "WIKITEXT103_ROWS", SYNTHETIC_103.count("\n"))
     assert list(data.general_corpus_lines("wikitext-103")) == ["The well-known [UNK] sailed 1,000 miles .", "A second line ."]
-    monkeypatch.setattr(data, "WIKITEXT103_ROWS", 1_801_350)
+    monkeypatch.setattr(data_setup, "WIKITEXT103_ROWS", 1_801_350)
     copy.write_text(SYNTHETIC_103 + "one more\n", encoding="utf-8")  # another size: checked again
     with pytest.raises(data.DataIntegrityError, match="not the 1,801,350 of WikiText-103"):
         data.general_corpus_lines("wikitext-103")

@@ -87,3 +87,15 @@ def test_cli_stops_before_training_when_the_profile_cannot_run(monkeypatch, caps
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["general-distill", "--profile", "gpu"]) == 1
     assert "cannot run here" in capsys.readouterr().err
+
+
+def test_the_training_loop_and_the_library_agree_on_the_main_process(monkeypatch):
+    """fit asks runtime.is_main_process; a launcher that leaves RANK wrong is stopped, not trusted."""
+    from tinybert_lib.runtime import is_main_process
+    from tinybert_lib.training import make_accelerator
+
+    assert is_main_process() and make_accelerator(torch.device("cpu")).process_index == 0
+    monkeypatch.setenv("RANK", "1")  # the variables say "not the main process", Accelerate says process 0 of 1
+    assert not is_main_process()
+    with pytest.raises(RuntimeError, match="accelerate launch"):
+        make_accelerator(torch.device("cpu"))

@@ -1,4 +1,8 @@
-"""Command line: ``python -m tinybert_lib data prepare``, ``... run STAGE`` and ``... predict MODEL TEXT``."""
+"""Command line: ``python -m tinybert_lib data prepare``, ``... run STAGE`` and ``... predict MODEL TEXT``.
+
+Tooling: not taught (setup and command line: ``data`` runs :mod:`~tinybert_lib.data_setup`, ``run``
+:mod:`~tinybert_lib.cli`, ``predict`` :mod:`~tinybert_lib.predict_cli`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "data":
-        from .data import main as data_main
+        from .data_setup import main as data_main
 
         return data_main(rest)
     if command == "run":

@@ -1,5 +1,7 @@
 """What each part of TinyBERT is worth: baselines and ablations on one shared budget.
 
+Lessons: 10-11.
+
 Every variant trains the same student architecture on the same source examples (the first
 ``profile.ablation_examples`` rows of SST-2 train, augmented or not) with the same epochs and
 seeds, and is scored on the same SST-2 dev rows. Only the named ingredient changes:
@@ -38,7 +40,7 @@ from datasets import Dataset
 from .atomic import atomic_write_text
 from .bert import Bert
 from .bench import inference_latency
-from .data import load_sst2, make_loader, tokenize_task
+from .data import load_sst2, tokenize_task
 from .distill import gold_label_loss, max_length, task_distill
 from .evaluate import accuracy
 from .export import export_hf
@@ -48,7 +50,7 @@ from .profiles import Profile, get_profile
 from .runtime import pick_device, set_seed
 from .students import build_student
 from .tasks import Task, get_task
-from .training import fit
+from .training import FitConfig, fit
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +100,14 @@ def first_examples(augmented: Dataset, n: int) -> Dataset:
 
 def finetune_hard(student: Bert, train: Dataset, profile: Profile, epochs: int, device: torch.device,
                   task: Task | str = "sst2") -> None:
-    """Plain cross-entropy on gold labels (the no-distillation and hard-label rows), at step 2's settings."""
+    """Plain cross-entropy on gold labels (the no-distillation and hard-label rows), at step 2's settings
+    (batch, learning rate, accumulation, clipping: everything but the number of ``epochs``)."""
     tok = student.tokenizer
     task = get_task(task)
     data = tokenize_task(train, task, tok, max_length(profile, task))
-
-    fit(modules={"student": student}, loss_fn=gold_label_loss(student),
-        loader_for_epoch=lambda e: make_loader(data, profile.task_batch_size, tok, shuffle=True, seed=profile.seed + e),
-        epochs=epochs, lr=profile.task_lr_prediction, device=device, warmup_ratio=profile.warmup_ratio,
-        weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
-        accumulation_steps=profile.grad_accum_steps, log_every=profile.log_every, desc="fine-tuning (hard labels)")
+    config = FitConfig.for_stage(profile, "prediction", epochs=epochs)
+    fit(modules={"student": student}, loss_fn=gold_label_loss(student), loader_for_epoch=config.loader_for_epoch(data, tok),
+        config=config, device=device, desc="fine-tuning (hard labels)")
 
 
 def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | Path, seed: int,

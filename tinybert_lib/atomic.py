@@ -1,5 +1,7 @@
 """Writing files and folders so that a kill at any moment leaves the old version or the new one.
 
+Tooling: not taught (every artifact the stages write goes through it).
+
 Every artifact the course writes (checkpoints, exported models, summaries) goes through the
 helpers below: write beside the final place, flush to disk, then rename into place. Files and
 folders get the modes the user's umask gives (``tempfile`` would make them private, 0600/0700).

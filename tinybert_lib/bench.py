@@ -1,5 +1,7 @@
 """Benchmarks that print figures: distillation-step throughput, what a step costs, inference latency.
 
+Lessons: 06, 11 (what a step costs; the naive step); ``make bench`` itself is tooling, not taught.
+
 ``python -m tinybert_lib.bench`` (``make bench``) measures, on the same teacher, student and
 SST-2 batches, in one run:
 
@@ -35,6 +37,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from .atomic import atomic_write_text
 from .bert import Bert
 from .data import load_sst2
 from .losses import layer_map, make_projections
@@ -500,7 +503,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     t32, s32 = results["latency"]["teacher"][1]["median_ms"], results["latency"]["student"][1]["median_ms"]
     print(f"  student speed-up vs teacher: {t1 / s1:.1f}x at batch 1, {t32 / s32:.1f}x at batch 32")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.json, json.dumps(results, indent=1))
     return 0
 
 

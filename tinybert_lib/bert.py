@@ -1,5 +1,7 @@
 """A compact BERT encoder that exposes every internal TinyBERT distils.
 
+Lessons: 00-01, 12 (and every other lesson runs it, through its teacher and student).
+
 Read it top to bottom: config -> embeddings -> self-attention -> feed-forward -> layer ->
 model -> loading a Hugging Face checkpoint. The weights use the same names as
 ``transformers.BertModel`` / ``BertForSequenceClassification`` so a checkpoint loads with a plain

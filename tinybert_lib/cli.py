@@ -1,4 +1,8 @@
-"""``python -m tinybert_lib run STAGE --profile PROFILE [--task TASK]``: a stage headless, same code as the lessons."""
+"""``python -m tinybert_lib run STAGE --profile PROFILE [--task TASK]``: a stage headless, same code as the lessons.
+
+Tooling: not taught. Setup and command line sit together: ``data_setup``, ``preflight``, ``cli``,
+``predict_cli`` and ``__main__``.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,11 @@ from .profiles import PROFILES, for_task, get_profile
 from .records import StaleArtifactError
 from .tasks import TASKS
 from .runtime import is_main_process
-from .training import CheckpointError
+from .checkpoints import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinybert_lib run", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tinybert_lib run", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=STAGES + ("all",), help="the stage to run ('all' runs them in order)")
     parser.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--task", default=None,

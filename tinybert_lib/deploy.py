@@ -1,5 +1,7 @@
 """Shipping a classifier to a CPU: ONNX export, ONNX Runtime, int8 quantization, and measuring it all (lesson 12).
 
+Lessons: 12.
+
 One folder per shipped model holds every variant beside the Hugging Face export::
 
     deploy/student/

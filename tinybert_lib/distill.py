@@ -1,5 +1,7 @@
 """TinyBERT's two stages, and teacher fine-tuning, as calls on the shared training loop.
 
+Lessons: 06-07, 09, 11.
+
 Stage 1, ``general_distill``: Transformer-layer distillation (embedding + hidden + attention
 losses through the layer mapping) of a randomly initialised student from a *pre-trained*
 teacher on unlabeled text. No prediction layer.
@@ -32,6 +34,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from .bert import Bert
+from .checkpoints import dedupe_tensors
 from .data import load_task, make_loader, tokenize_task
 from .evaluate import evaluate_task
 from .export import export_hf
@@ -41,7 +44,7 @@ from .profiles import Profile, get_profile
 from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
 from .runtime import is_main_process, pick_device, set_seed, wait_for_everyone
 from .tasks import Task, get_task
-from .training import TrainResult, dedupe_tensors, fit, move
+from .training import FitConfig, TrainResult, fit, move
 
 log = logging.getLogger(__name__)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -115,9 +118,6 @@ def distillation_loss_on(teacher: Bert, student: Bert, dataset: Dataset, mapping
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
-# Profile fields every training stage reads (besides its own); log_every, device and the
-# profile's name change how a run is watched, not what it gives, so they are not recorded.
-COMMON_FIELDS = ("seed", "warmup_ratio", "weight_decay", "max_grad_norm", "grad_accum_steps")
 STAGE_OUTPUTS = ("checkpoint", "model", "projections.safetensors", "summary.json")
 
 
@@ -226,6 +226,18 @@ def layer_distillation_loss(teacher: Bert, student: Bert, mapping: Sequence[int]
     return loss_fn
 
 
+def prediction_distillation_loss(teacher: Bert, student: Bert, temperature: float = 1.0):
+    """The per-batch loss of step 2 (``prediction_loss``): soft cross-entropy of ``student``'s
+    logits against ``teacher``'s at ``temperature``; the teacher runs under ``torch.no_grad()``."""
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # a fixed target, as in step 1
+            t_logits = teacher(**_inputs(batch)).logits
+        return {"total": prediction_loss(student(**_inputs(batch)).logits, t_logits, temperature)}
+
+    return loss_fn
+
+
 # --- stage 1 --------------------------------------------------------------------------------
 
 
@@ -262,7 +274,7 @@ def general_distill(
     mapping, projections, loss_fn = _layer_distillation(teacher, student, mapping, projections, weights, attention_kind, dev)
     train_settings = {
         "stage": "general distillation",
-        "profile": profile_fields(profile, COMMON_FIELDS + ("general_epochs", "general_batch_size", "general_lr")),
+        "profile": profile_fields(profile, FitConfig.recorded_fields("general")),
         # a fresh student: its config and the seed (class names change nothing that is trained)
         "teacher": _teacher_record(teacher), "student": {k: v for k, v in student.config.to_dict().items() if k != "label_names"},
         "projections": given_projections, "mapping": mapping, "weights": list(weights), "attention_kind": attention_kind,
@@ -273,21 +285,16 @@ def general_distill(
     if done is not None:
         return _reused(out, done, student, dev, projections)
 
-    def loader(epoch: int):
-        return make_loader(corpus, profile.general_batch_size, student.tokenizer, shuffle=True,
-                           seed=profile.seed + epoch, group_by_length=False)
-
-    train = fit(modules={"student": student, "projections": projections}, loss_fn=loss_fn, loader_for_epoch=loader,
-                epochs=profile.general_epochs, lr=profile.general_lr, device=dev, warmup_ratio=profile.warmup_ratio,
-                weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
-                accumulation_steps=profile.grad_accum_steps, checkpoint_dir=_dir(out, "checkpoint"),
-                log_every=profile.log_every, desc="general distillation",
+    config = FitConfig.for_stage(profile, "general")
+    train = fit(modules={"student": student, "projections": projections}, loss_fn=loss_fn,
+                loader_for_epoch=config.loader_for_epoch(corpus, student.tokenizer, group_by_length=False),
+                config=config, device=dev, checkpoint_dir=_dir(out, "checkpoint"), desc="general distillation",
                 stop_after=stop_after, settings=train_settings)
     result = StageResult(student, train, projections)
     student.eval()
     if valid is not None:
         result.metrics.update({f"valid_{k}": v for k, v in distillation_loss_on(
-            teacher, student, valid, mapping, projections, profile.general_batch_size, attention_kind, dev).items()})
+            teacher, student, valid, mapping, projections, config.batch_size, attention_kind, dev).items()})
     if out is not None and is_main_process():
         export_hf(student, student.tokenizer, out / "model")
         save_projections(projections, out / "projections.safetensors")
@@ -375,8 +382,7 @@ def finetune_teacher(
                                label_names=task.label_names if num_labels == task.num_labels else None)
     train_settings = {
         "stage": "teacher fine-tuning",
-        "profile": profile_fields(profile, COMMON_FIELDS + ("finetune_epochs", "finetune_batch_size", "finetune_lr",
-                                                            *_length_fields(task), "classifier_pooling")),
+        "profile": profile_fields(profile, FitConfig.recorded_fields("finetune") + (*_length_fields(task), "classifier_pooling")),
         **task_record(task),
         "teacher": pretrained, "num_labels": teacher.config.num_labels, "train": fingerprint_dataset(train_raw),
     }
@@ -389,17 +395,13 @@ def finetune_teacher(
 
     loss_fn = gold_label_loss(teacher)
 
-    def loader(epoch: int):
-        return make_loader(train_set, profile.finetune_batch_size, tok, shuffle=True, seed=profile.seed + epoch)
-
     def evaluate() -> dict[str, float]:
         return dev_metrics(teacher, dev_raw, task, length)
 
-    train = fit(modules={"teacher": teacher}, loss_fn=loss_fn, loader_for_epoch=loader, epochs=profile.finetune_epochs,
-                lr=profile.finetune_lr, device=dev, warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay,
-                max_grad_norm=profile.max_grad_norm, accumulation_steps=profile.grad_accum_steps,
-                checkpoint_dir=_dir(out, "checkpoint"), log_every=profile.log_every, eval_fn=evaluate, desc="teacher fine-tuning",
-                stop_after=stop_after, settings=train_settings)
+    config = FitConfig.for_stage(profile, "finetune")
+    train = fit(modules={"teacher": teacher}, loss_fn=loss_fn, loader_for_epoch=config.loader_for_epoch(train_set, tok),
+                config=config, device=dev, checkpoint_dir=_dir(out, "checkpoint"), eval_fn=evaluate,
+                desc="teacher fine-tuning", stop_after=stop_after, settings=train_settings)
     teacher.eval()
     scores = ({k: train.evals[-1][k] for k in train.evals[-1] if k.startswith("dev_")} if train.evals else evaluate())
     result = StageResult(teacher, train, metrics=scores)
@@ -470,11 +472,10 @@ def task_distill(
     tok = student.tokenizer
     dev_raw = dev_set if dev_set is not None else load_task(task, "dev", limit=profile.sst2_dev_limit)
     temperature = profile.temperature if temperature is None else temperature
-    step_fields = (("task_intermediate_epochs", "task_lr_intermediate") if stage == "intermediate"
-                   else ("task_prediction_epochs", "task_lr_prediction"))
+    config = FitConfig.for_stage(profile, stage)
     train_settings: dict[str, Any] = {
         "stage": f"task distillation ({stage})",
-        "profile": profile_fields(profile, COMMON_FIELDS + step_fields + ("task_batch_size", *_length_fields(task))),
+        "profile": profile_fields(profile, FitConfig.recorded_fields(stage) + _length_fields(task)),
         **task_record(task), **given, "train": fingerprint_dataset(train_set),
     }
     dev_record = fingerprint_dataset(dev_raw)
@@ -495,17 +496,12 @@ def task_distill(
     if stage == "intermediate":
         mapping, projections, loss_fn = _layer_distillation(teacher_ft, student, mapping, projections, weights, attention_kind, dev)
         modules: dict[str, nn.Module] = {"student": student, "projections": projections}
-        epochs, lr = profile.task_intermediate_epochs, profile.task_lr_intermediate
         evaluate = None
     else:
         modules = {"student": student}
-        epochs, lr = profile.task_prediction_epochs, profile.task_lr_prediction
         best: dict[str, Any] = {"score": float("-inf"), "state": None}
 
-        def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            with torch.no_grad():
-                t_logits = teacher_ft(**_inputs(batch)).logits
-            return {"total": prediction_loss(student(**_inputs(batch)).logits, t_logits, temperature)}
+        loss_fn = prediction_distillation_loss(teacher_ft, student, temperature)
 
         def evaluate() -> dict[str, float]:
             scores = dev_metrics(student, dev_raw, task, length)
@@ -516,20 +512,15 @@ def task_distill(
                     export_hf(student, tok, out / "model")
             return scores
 
-    def loader(epoch: int):
-        return make_loader(train_tok, profile.task_batch_size, tok, shuffle=True, seed=profile.seed + epoch)
-
-    train = fit(modules=modules, loss_fn=loss_fn, loader_for_epoch=loader, epochs=epochs, lr=lr, device=dev,
-                warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay, max_grad_norm=profile.max_grad_norm,
-                accumulation_steps=profile.grad_accum_steps, checkpoint_dir=_dir(out, "checkpoint"),
-                log_every=profile.log_every, eval_fn=evaluate, desc=f"task distillation ({stage})", stop_after=stop_after,
-                settings=train_settings)
+    train = fit(modules=modules, loss_fn=loss_fn, loader_for_epoch=config.loader_for_epoch(train_tok, tok), config=config,
+                device=dev, checkpoint_dir=_dir(out, "checkpoint"), eval_fn=evaluate, desc=f"task distillation ({stage})",
+                stop_after=stop_after, settings=train_settings)
     result = StageResult(student, train, projections if stage == "intermediate" else None)
     student.eval()
     if stage == "intermediate":
         dev_tok = tokenize_task(dev_raw, task, tok, length)
         result.metrics.update({f"dev_{k}": v for k, v in distillation_loss_on(
-            teacher_ft, student, dev_tok, mapping, projections, profile.task_batch_size, attention_kind, dev).items()})
+            teacher_ft, student, dev_tok, mapping, projections, config.batch_size, attention_kind, dev).items()})
         if out is not None and is_main_process():
             export_hf(student, tok, out / "model")
             save_projections(projections, out / "projections.safetensors")

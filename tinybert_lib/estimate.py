@@ -1,5 +1,7 @@
 """How long would a stage take on a GPU? An estimate from counted FLOPs, not a measurement.
 
+Lessons: 06; ``python -m tinybert_lib.estimate`` itself is tooling, not taught.
+
 ``step_flops`` counts the floating-point operations of one training step of a stage (the
 teacher's forward pass, the student's forward and backward passes, the projections and the
 losses) with ``torch.utils.flop_counter`` on the ``meta`` device: no weights, no data, no GPU
@@ -25,10 +27,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .bert import Bert, BertConfig
-from .data import EXPECTED_ROWS, SST2_FILES
+from .data import SST2_FILES
+from .data_setup import EXPECTED_ROWS
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .profiles import Profile, get_profile
 from .students import STUDENT_PRESETS
+from .training import FitConfig
 
 # Shapes of teachers the profiles name (weights are not needed to count FLOPs).
 TEACHER_CONFIGS: dict[str, BertConfig] = {
@@ -113,15 +117,17 @@ def stage_estimates(profile: Profile | str, sustained_tflops: float, min_step_se
     augmented = min(sst2_rows, p.augment_limit or sst2_rows)
     aug_rows = augmented_rows or augmented * (p.augment_n + 1) + sst2_rows - augmented
     sst2_len = min(p.max_seq_len_task, SST2_MEAN_TOKENS * 1.04)
-    plan = [  # stage, rows per epoch, epochs, batch, length
-        ("general", general_blocks(p), p.general_epochs, p.general_batch_size, p.max_seq_len_general),
-        ("finetune", sst2_rows, p.finetune_epochs, p.finetune_batch_size, sst2_len),
-        ("intermediate", aug_rows, p.task_intermediate_epochs, p.task_batch_size, sst2_len),
-        ("prediction", aug_rows, p.task_prediction_epochs, p.task_batch_size, sst2_len),
+    plan = [  # stage, rows per epoch, length
+        ("general", general_blocks(p), p.max_seq_len_general),
+        ("finetune", sst2_rows, sst2_len),
+        ("intermediate", aug_rows, sst2_len),
+        ("prediction", aug_rows, sst2_len),
     ]
     out = []
-    for stage, rows, epochs, batch, length in plan:
-        steps = math.ceil(rows / batch) * epochs
+    for stage, rows, length in plan:
+        config = FitConfig.for_stage(p, stage)  # the epochs and batch size the stage trains with
+        batch = config.batch_size
+        steps = math.ceil(rows / batch) * config.epochs
         # FLOPs grow (almost) linearly with tokens; count at a whole length and scale.
         whole = max(1, math.ceil(length))
         flops = step_flops(teacher_cfg, student_cfg, batch, whole, stage) * length / whole

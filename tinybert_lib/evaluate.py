@@ -1,4 +1,7 @@
-"""Evaluating a classifier: predictions, accuracy, a task's GLUE metrics, confusion matrix."""
+"""Evaluating a classifier: predictions, accuracy, a task's GLUE metrics, confusion matrix.
+
+Lessons: 07-09.
+"""
 
 from __future__ import annotations
 

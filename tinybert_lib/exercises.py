@@ -1,5 +1,7 @@
 """Automatic checks for the lessons' exercises.
 
+Lessons: 01-13 (every lesson's exercise checks).
+
 A check never raises on a wrong answer: it prints what is wrong and returns False, so a lesson
 still runs top to bottom while exercises are unsolved. The reference solutions in
 ``solutions/`` call the same checks and assert that they pass.

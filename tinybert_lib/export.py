@@ -1,4 +1,7 @@
-"""Writing a course model as a standard Hugging Face folder that ``transformers`` loads."""
+"""Writing a course model as a standard Hugging Face folder that ``transformers`` loads.
+
+Lessons: 09-11 (and 12, through ``deploy.ship``).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """A BERT classifier whose head reads the mean of the last hidden states over real tokens.
 
+Tooling: not taught (shipped beside every exported mean-pooled model).
+
 ``transformers`` has no such head: the course's ``export_hf`` copies this file beside a model
 built with ``classifier_pooling="mean"`` and names it in ``config.json`` (``auto_map``), under a
 model type of its own. ``transformers`` then loads it with ``trust_remote_code=True``, and

@@ -1,10 +1,12 @@
 """The course pipeline as artifacts: each stage reads its inputs from one artifacts folder and
 writes its output there, building any missing upstream artifact first.
 
+Lessons: 06-12.
+
     artifacts/
       general_student/   stage 1: model/ (HF folder), projections.safetensors, checkpoint/, summary.json
       teacher_sst2/      fine-tuned teacher: model/, checkpoint/, summary.json
-      augmented_sst2/    the augmented SST-2 training set (datasets folder)
+      augmented_sst2/    the augmented SST-2 training set (datasets folder), tinybert_settings.json, augment_stats.json
       task_step1/        stage 2 step 1: model/, projections.safetensors, summary.json
       task_step2/        stage 2 step 2: model/ (the final TinyBERT student), summary.json
 
@@ -125,7 +127,10 @@ def get_finetuned_teacher(profile: Profile | str, artifacts_dir: str | Path, dev
 
 # --- augmentation ---------------------------------------------------------------------------
 
-AUGMENT_SETTINGS = "tinybert_settings.json"  # beside the datasets files of augmented_sst2/
+# Beside the datasets files of augmented_sst2/: the settings that built the set (compared before it is
+# reused, so a changed teacher or profile never reuses stale rows) and what the run did (AugmentStats).
+AUGMENT_SETTINGS = "tinybert_settings.json"
+AUGMENT_STATS = "augment_stats.json"
 
 
 def _augment_inputs(profile: Profile) -> tuple[Dataset, Bert, dict[str, Any]]:
@@ -146,8 +151,9 @@ def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: 
     """Augment the task's train set (the profile's subset) with the pre-trained teacher's vocabulary.
 
     Each sentence of a pair is augmented in turn, the other kept (see :func:`~tinybert_lib.augment.augment`).
-    Reuses a finished set built with the same settings (refuses one built with others);
-    ``rebuild=True`` augments again.
+    The saved folder is the cache: a finished set built with the same settings is loaded instead
+    (one built with others is refused); ``rebuild=True`` augments again. What the run did is
+    saved beside it (:func:`augmentation_stats`).
     """
     from .augment import augment
 
@@ -157,15 +163,17 @@ def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: 
     folder = stage_dir(artifacts_dir, "augment", task)
     if not rebuild and is_done(artifacts_dir, "augment", task):
         return _load_augmented(folder, settings, task)
-    augmented = augment(train, teacher, profile, device=device, text_column=task.text_fields)
-    if profile.augment_limit is not None and profile.augment_limit < len(train):
+    augmented, stats = augment(train, teacher, profile, device=device, text_column=task.text_fields)
+    unaugmented = len(train) - stats.source
+    if unaugmented:
         # Examples beyond the augmentation budget still count, un-augmented.
-        rest = train.select(range(profile.augment_limit, len(train)))
+        rest = train.select(range(stats.source, len(train)))
         rest = rest.add_column("is_original", [True] * len(rest))
         augmented = concatenate_datasets([augmented, rest.cast(augmented.features)])
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder) as tmp:  # all or nothing: is_done() never sees half a set
         augmented.save_to_disk(str(tmp))
         (tmp / AUGMENT_SETTINGS).write_text(json.dumps(settings, indent=1))
+        (tmp / AUGMENT_STATS).write_text(json.dumps({**stats.to_dict(), "unaugmented": unaugmented}, indent=1))
     return augmented
 
 
@@ -174,6 +182,13 @@ def _load_augmented(folder: Path, settings: dict[str, Any], task: Task) -> Datas
     recorded = json.loads(settings_file.read_text()) if settings_file.is_file() else None
     check_reuse(folder, recorded, settings, f"the augmented {task.display} set")
     return Dataset.load_from_disk(str(folder))
+
+
+def augmentation_stats(artifacts_dir: str | Path, task: Task | str = "sst2") -> Optional[dict[str, Any]]:
+    """What the run that built the task's augmented set did: :class:`~tinybert_lib.augment.AugmentStats`'
+    fields plus ``unaugmented`` (rows beyond ``augment_limit``, passed through). ``None`` when not recorded."""
+    path = stage_dir(artifacts_dir, "augment", task) / AUGMENT_STATS
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def get_augmented(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None) -> Dataset:

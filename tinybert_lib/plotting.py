@@ -1,4 +1,7 @@
-"""Small matplotlib helpers the lessons use to look at models and losses."""
+"""Small matplotlib helpers the lessons use to look at models and losses.
+
+Lessons: 00-01, 04, 06-07.
+"""
 
 from __future__ import annotations
 

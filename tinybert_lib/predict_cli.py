@@ -1,4 +1,8 @@
-"""``python -m tinybert_lib predict MODEL "a gripping film" ...``: classify sentences with any shipped variant."""
+"""``python -m tinybert_lib predict MODEL "a gripping film" ...``: classify sentences with any shipped variant.
+
+Tooling: not taught (lesson 12 runs it once). Setup and command line sit together: ``data_setup``,
+``preflight``, ``cli``, ``predict_cli`` and ``__main__``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from .deploy import DeploymentError, load_classifier, predict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinybert_lib predict", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tinybert_lib predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a model folder: an export (e.g. build/cpu/artifacts/task_step2/model) "
                                       "or a shipped folder of lesson 12 (build/cpu/artifacts/deploy/student)")
     parser.add_argument("texts", nargs="+", help="one or more sentences to classify")

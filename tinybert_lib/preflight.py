@@ -1,5 +1,9 @@
 """Before a long run: check that everything a profile needs is here, and say all that is missing at once.
 
+Tooling: not taught (every lesson's parameters cell calls ``check_lesson_parameters``; lesson 00
+prints ``missing_for``). Setup and command line sit together: ``data_setup``, ``preflight``, ``cli``,
+``predict_cli`` and ``__main__``.
+
 A run of the ``gpu`` profile needs a CUDA GPU, the ``bert-base-uncased`` teacher (from the hub
 or a local copy) and the course data. Finding out about the second after an hour spent on the
 first is what this check prevents.
@@ -13,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from .data import CORPUS_FILES, DataIntegrityError, DataNotFoundError, _require
+from .data_setup import CORPUS_FILES, DataIntegrityError, DataNotFoundError, _require
 from .profiles import PROFILES, Profile, get_profile
 from .runtime import pick_device
 from .tasks import get_task

@@ -1,11 +1,14 @@
-"""Run profiles: how big a run is, from a CI smoke test to the paper's setting on a GPU."""
+"""Run profiles: how big a run is, from a CI smoke test to the paper's setting on a GPU.
+
+Lessons: 00, 06-08, 13 (and every lesson's parameters cell, through ``check_lesson_parameters``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
-from .data import check_general_corpus
+from .data_setup import check_general_corpus
 from .tasks import get_task
 
 

@@ -1,5 +1,7 @@
 """Int8 quantization by hand: what ``quantize_dynamic`` does to a weight matrix and an input (lesson 12).
 
+Lessons: 12.
+
 A float tensor ``x`` is stored as 8-bit integers ``q`` with one ``scale`` and one ``zero_point``:
 
     q = clamp(round(x / scale) + zero_point, q_min, q_max)        x ≈ (q - zero_point) * scale

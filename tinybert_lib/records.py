@@ -1,5 +1,7 @@
 """What an artifact was built from: settings records, fingerprints, and refusing stale reuse.
 
+Tooling: not taught (what lets a stage refuse a stale artifact).
+
 Every stage writes, with its outputs, the settings that determine them (the profile fields the
 stage reads, the teacher, the student, the data, the upstream artifacts). A finished or
 interrupted stage is reused only when the settings asked for now are the recorded ones;

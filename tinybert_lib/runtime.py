@@ -1,5 +1,7 @@
 """Seeds, devices and processes: the things every run sets first.
 
+Lessons: 00-13 (``set_seed``, ``pick_device``).
+
 A run is one process (a notebook, ``python -m tinybert_lib``) unless it was started by
 ``accelerate launch`` / ``torchrun``, which set ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``
 for each of several processes. The helpers below read those variables, so single-process
@@ -24,6 +26,23 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one CPU thread, then restore the thread count.
+
+    Two computations of the same step agree to the last bit only if their sums add up in the same
+    order; with several threads a sum's split can differ between them. A bitwise comparison
+    matters for AdamW: its first step moves each weight by about lr * sign(gradient), so a
+    rounding difference in a near-zero gradient becomes a whole step (lessons 06 and 09).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def pick_device(preference: "str | torch.device" = "auto") -> torch.device:
@@ -99,7 +118,11 @@ def local_process_index() -> int:
 
 
 def is_main_process() -> bool:
-    """True in the one process that writes files, logs and progress bars."""
+    """True in the one process that writes files, logs and progress bars.
+
+    The one answer the whole library uses, the training loop included (``training.make_accelerator``
+    checks that Accelerate agrees).
+    """
     return process_index() == 0
 
 

@@ -1,4 +1,7 @@
-"""Student presets and building a randomly initialised student that fits its teacher."""
+"""Student presets and building a randomly initialised student that fits its teacher.
+
+Lessons: 00-07, 11.
+"""
 
 from __future__ import annotations
 

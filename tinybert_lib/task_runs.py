@@ -1,5 +1,7 @@
 """The whole pipeline on another GLUE task, beside a label-only baseline and the paper's figures (lesson 13).
 
+Lessons: 13.
+
 ``run_task`` builds a task's stages through :mod:`~tinybert_lib.pipeline` (the general student is
 shared with SST-2), then trains, for each seed, step 2 of task distillation and the baseline that
 skips task distillation: the general student fine-tuned on the gold labels (the paper's

@@ -1,5 +1,7 @@
 """Tasks: what a classification task is, for every stage of the course.
 
+Lessons: 13 (and every stage reads its task from here).
+
 A :class:`Task` says what the model reads (one sentence, or a pair encoded as BERT does:
 ``[CLS] a [SEP] b [SEP]``), what it predicts (its label names, in label-id order), how it is
 scored (GLUE's metrics) and where its data lies (tab-separated files in the data folder, and

@@ -1,4 +1,7 @@
-"""Finding and loading the teacher: the packaged MiniLM, a local folder, or a hub name."""
+"""Finding and loading the teacher: the packaged MiniLM, a local folder, or a hub name.
+
+Lessons: 00-09, 11, 13.
+"""
 
 from __future__ import annotations
 

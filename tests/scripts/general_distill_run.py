@@ -3,8 +3,9 @@
 Started plainly (one process) or under ``accelerate launch --cpu --num_processes 2``; the code
 path is the library's own ``general_distill``. Dropout is off so that one process and two
 processes on the same global batch must give the same weights. Each process records the
-blocks its student was trained on (``seen_<rank>.json``); the main process writes the final
-weights (``student.safetensors``) and the loss history (``history.json``).
+blocks its student was trained on and, at each optimiser step, the gradients the optimiser
+applies (the sum and norm of each parameter's) in ``seen_<rank>_<attempt>.json``; the main
+process writes the final weights (``student.safetensors``) and the loss history (``history.json``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tinybert_lib import build_student, load_teacher
 from tinybert_lib.data import corpus_blocks
@@ -55,6 +57,14 @@ def main() -> int:
         return forward(*a, **kw)
 
     student.forward = recording_forward
+    grads: list[list[float]] = []  # per step: the sum and the norm of each parameter's gradient, one after the other
+
+    def record_gradients(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads.append([float(f(p.grad.double())) if p.grad is not None else 0.0 for p in params
+                      for f in (torch.sum, torch.linalg.vector_norm)])
+
+    hook = register_optimizer_step_pre_hook(record_gradients)  # every optimiser: the one fit makes
     status = "finished"
     try:
         result = general_distill(teacher, student, corpus, profile, out_dir=out / "stage", device="cpu",
@@ -63,8 +73,10 @@ def main() -> int:
               file=sys.stderr)
     except Interrupted:
         status = "interrupted"
+    hook.remove()
     attempt = len(list(out.glob(f"seen_{process_index()}_*.json")))
-    (out / f"seen_{process_index()}_{attempt}.json").write_text(json.dumps({"world_size": world_size(), "rows": seen}))
+    record = {"world_size": world_size(), "rows": seen, "grads": grads}
+    (out / f"seen_{process_index()}_{attempt}.json").write_text(json.dumps(record))
     if is_main_process() and status == "finished":
         save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, str(out / "student.safetensors"))
         state = json.loads((out / "stage" / "checkpoint" / "state.json").read_text())
