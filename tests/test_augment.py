@@ -216,7 +216,7 @@ def test_augment_rows_takes_any_candidate_function(sst2_8):
 
 def test_the_saved_set_is_the_cache(teacher, sst2_8, profile, tmp_path, monkeypatch):
     """The pipeline's augmented_sst2/ folder is the cache: reused with the same settings, refused with others."""
-    small = profile.with_overrides(sst2_train_limit=8)
+    small = profile.with_overrides(train_limit=8)
     first = pipeline.run_augmentation(small, tmp_path, device="cpu")
     assert [p.name for p in tmp_path.iterdir()] == ["augmented_sst2"]  # no temp folder left
     assert first.to_dict() == A.augment(sst2_8, teacher, small, progress=False).dataset.to_dict()
