@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from tinybert_lib.pipeline import PipelineRun, run_stage
+    from tinybert_lib.pipeline import PipelineRun
     from tinybert_lib.stages import STAGES, first_stage_of, stage_dir
 
     from tinybert_lib import get_profile
@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     # the lever's stage and the task-distillation steps that read its output
     order = list(STAGES)
     changed = [lever_stage] + [s for s in ("intermediate", "prediction") if order.index(s) > order.index(lever_stage)]
+    base_run = PipelineRun(base, base_artifacts)
     for stage in STAGES:  # the rest is built once with the base settings, then shared by every value
         if stage not in changed:
-            run_stage(stage, base, base_artifacts)
+            base_run.get(stage)
     record = build / "sweep.jsonl"
     record.parent.mkdir(parents=True, exist_ok=True)
     for text in args.values:

@@ -215,7 +215,7 @@ def test_a_task_of_your_own_loads_from_any_path(tmp_path):
 def test_each_sentence_of_a_pair_is_augmented_the_other_kept(teacher):
     profile = tl.get_profile("smoke", augment_n=3, augment_k=4, augment_p=0.5, augment_limit=None)
     source = Dataset.from_dict(PAIRS)
-    out, stats = tl.augment.augment(source, teacher, profile, text_column=("sentence1", "sentence2"), progress=False)
+    out, stats = tl.augment.augment(source, teacher, **profile.augment_settings(), text_column=("sentence1", "sentence2"), progress=False)
     assert out.column_names == ["sentence1", "sentence2", "label", "is_original"]
     assert sum(out["is_original"]) == 3 and len(out) <= 3 * (2 * 3 + 1)
     assert stats.source == 3 and stats.rows == len(out)
@@ -230,7 +230,7 @@ def test_each_sentence_of_a_pair_is_augmented_the_other_kept(teacher):
         changed[diff[0]] += 1
     assert changed["sentence1"] > 0 and changed["sentence2"] > 0
     # the first sentence's new rows are those a one-column run gives (same seeds)
-    alone = tl.augment.augment(source.remove_columns("sentence2"), teacher, profile, text_column="sentence1", progress=False).dataset
+    alone = tl.augment.augment(source.remove_columns("sentence2"), teacher, **profile.augment_settings(), text_column="sentence1", progress=False).dataset
     assert [r["sentence1"] for r in out if r["sentence2"] in PAIRS["sentence2"] and not r["is_original"]
             and r["sentence1"] not in PAIRS["sentence1"]] == [s for s, o in zip(alone["sentence1"], alone["is_original"]) if not o]
 

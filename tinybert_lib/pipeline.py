@@ -301,7 +301,7 @@ class PipelineRun:
                 recorded = json.loads((folder / AUGMENT_SETTINGS).read_text()) if (folder / AUGMENT_SETTINGS).is_file() else None
                 check_reuse(folder, recorded, settings, f"the augmented {task.display} set")
                 return Dataset.load_from_disk(str(folder))
-            augmented, stats = augment(train, teacher, p, device=self.device, text_column=task.text_fields)
+            augmented, stats = augment(train, teacher, **p.augment_settings(), device=self.device, text_column=task.text_fields)
             unaugmented = len(train) - stats.source
             if unaugmented:
                 # Examples beyond the augmentation budget still count, un-augmented.

@@ -79,6 +79,10 @@ class Profile:
         """Tokens per example of ``task``: ``max_seq_len_pair`` for a sentence pair, ``max_seq_len_task`` otherwise."""
         return self.max_seq_len_pair if get_task(task).is_pair else self.max_seq_len_task
 
+    def augment_settings(self) -> dict[str, Any]:
+        """This profile's Algorithm 1 settings, as :func:`~tinybert_lib.augment.augment`'s keywords."""
+        return dict(p=self.augment_p, n=self.augment_n, k=self.augment_k, limit=self.augment_limit, seed=self.seed)
+
     def with_overrides(self, **overrides: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""
         known = {f.name for f in fields(self)}
