@@ -21,7 +21,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the run could not succeed")
 
-    monkeypatch.setattr(cli, "run_stage", refuse)
+    monkeypatch.setattr(cli.PipelineRun, "get", refuse)  # every stage the command line runs goes through it
 
 
 def _one_line_error(capsys) -> str:
