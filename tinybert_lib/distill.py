@@ -160,6 +160,28 @@ def _check_task_teacher(teacher: Bert, task: Task) -> None:
                          f"(tl.pipeline.run_teacher_finetuning with the profile's task set to {task.name!r}, lesson 07).")
 
 
+def _layer_targets(teacher: Bert, student: Bert, mapping: Optional[Sequence[int]], projections: Optional[nn.ModuleList],
+                   device: torch.device) -> tuple[list[int], nn.ModuleList]:
+    """The layer mapping (uniform unless given) and the projections W_e / W_h (fresh unless given), on ``device``."""
+    mapping = list(mapping) if mapping is not None else layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    if projections is None:
+        projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
+    return mapping, projections.to(device)
+
+
+def _start_task_step(teacher: Bert, student: Bert, train: Dataset, task: Task | str, config: FitConfig, max_length: int,
+                     device: torch.device | str) -> tuple[Task, torch.device, Dataset]:
+    """What both steps of stage 2 do first: check the teacher, seed, give the student a head, tokenize the rows."""
+    task = get_task(task)
+    _check_task_teacher(teacher, task)
+    set_seed(config.seed)  # a fresh head's weights and the dropout masks
+    device = torch.device(device)
+    teacher.to(device).eval()
+    _with_head(student, teacher)
+    student.to(device)
+    return task, device, tokenize_task(train, task, student.tokenizer, max_length)
+
+
 # --- stage 1 --------------------------------------------------------------------------------
 
 
@@ -188,10 +210,7 @@ def general_distill(
     set_seed(config.seed)  # the projections' initial weights and the dropout masks
     device = torch.device(device)
     teacher.to(device).eval()
-    mapping = list(mapping) if mapping is not None else layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
-    if projections is None:
-        projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
-    projections.to(device)
+    mapping, projections = _layer_targets(teacher, student, mapping, projections, device)
     loss_fn = layer_distillation_loss(teacher, student, mapping, projections, weights, attention_kind)
     train = fit(modules={"student": student, "projections": projections}, loss_fn=loss_fn,
                 loader_for_epoch=config.loader_for_epoch(corpus, student.tokenizer, group_by_length=False),
@@ -273,19 +292,9 @@ def intermediate_distill(
     The student gets a fresh classification head like the teacher's, for step 2 (it has no loss here).
     Reports the held-out distillation loss on ``dev`` (``dev_*`` metrics).
     """
-    task = get_task(task)
-    _check_task_teacher(teacher, task)
-    set_seed(config.seed)
-    device = torch.device(device)
-    teacher.to(device).eval()
-    _with_head(student, teacher)
-    student.to(device)
+    task, device, train_tok = _start_task_step(teacher, student, train, task, config, max_length, device)
     tok = student.tokenizer
-    train_tok = tokenize_task(train, task, tok, max_length)
-    mapping = list(mapping) if mapping is not None else layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
-    if projections is None:
-        projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
-    projections.to(device)
+    mapping, projections = _layer_targets(teacher, student, mapping, projections, device)
     loss_fn = layer_distillation_loss(teacher, student, mapping, projections, weights, attention_kind)
     run = fit(modules={"student": student, "projections": projections}, loss_fn=loss_fn,
               loader_for_epoch=config.loader_for_epoch(train_tok, tok), config=config, device=device,
@@ -322,15 +331,8 @@ def prediction_distill(
     (``keep_best_epoch=False``: the last epoch, as a comparison that scores on the same dev rows
     must); ``on_kept(student)`` runs whenever an epoch becomes the kept one (the pipeline saves it).
     """
-    task = get_task(task)
-    _check_task_teacher(teacher, task)
-    set_seed(config.seed)
-    device = torch.device(device)
-    teacher.to(device).eval()
-    _with_head(student, teacher)
-    student.to(device)
+    task, device, train_tok = _start_task_step(teacher, student, train, task, config, max_length, device)
     tok = student.tokenizer
-    train_tok = tokenize_task(train, task, tok, max_length)
     main = f"dev_{task.main_metric}"
     best: dict[str, Any] = {"score": float("-inf"), "state": None}
 
