@@ -68,7 +68,7 @@ def test_resume_is_bit_identical(teacher, corpus, finished, interrupted, tmp_pat
     if stop_after == 1:
         out, _ = _copy(interrupted, tmp_path)
     else:
-        out = tmp_path / "run"
+        out = pipeline.stage_dir(tmp_path, "general")
         with pytest.raises(Interrupted):
             _run(teacher, corpus, out, stop_after=stop_after)
     assert Checkpoint(out / "checkpoint").state()["step"] == stop_after

@@ -85,6 +85,7 @@ def test_teacher_finetuning_and_task_distillation(tmp_path):
     assert len(accs) == 2 and s2.metrics["dev_accuracy"] == max(accs)
     assert tl.evaluate.accuracy(s2.model, sst2["dev"]) == pytest.approx(max(accs))  # the best epoch is kept
     kept = tl.Bert.from_folder(pipeline.stage_dir(tmp_path, "prediction") / "model")
+    kept.tokenizer = s2.model.tokenizer
     assert tl.evaluate.accuracy(kept, sst2["dev"]) == pytest.approx(max(accs))  # and saved
     with pytest.raises(ValueError, match="fine-tuned teacher"):
         distill.prediction_distill(tl.load_teacher("minilm"), _student(teacher), sst2["train"], sst2["dev"], "sst2",

@@ -246,6 +246,7 @@ class PipelineRun:
         settings = {**train_settings, "valid": fingerprint_dataset(valid)}
         done = _finished(out, settings, "the general student", rebuild)
         if done is not None:
+            set_seed(p.seed)  # as training would: a reused stage leaves the random state where a trained one starts
             like = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
             return _reused(out, done, student, self.device, like)
         result = general_distill(teacher, student, corpus, FitConfig.for_stage(p, "general"), valid=valid, device=self.device,
@@ -270,6 +271,7 @@ class PipelineRun:
         settings = {**train_settings, "dev": fingerprint_dataset(dev)}
         done = _finished(out, settings, "the fine-tuned teacher", rebuild)
         if done is not None:
+            set_seed(p.seed)  # as training would, before its fresh head
             if teacher.config.num_labels == 0:
                 teacher.add_classifier(task.num_labels, pooling=p.classifier_pooling, label_names=task.label_names)
             return _reused(out, done, teacher, self.device)
@@ -340,6 +342,7 @@ class PipelineRun:
                                                        {"mapping": None, "weights": [1.0, 1.0, 1.0], "attention_kind": "mse"})
         done = _finished(out, settings, "task distillation (intermediate)", rebuild)
         if done is not None:
+            set_seed(p.seed)  # as training would, before its fresh head
             if student.config.num_labels == 0:
                 student.add_classifier(teacher.config.num_labels, pooling=teacher.config.classifier_pooling,
                                        label_names=teacher.config.label_names)
@@ -365,6 +368,7 @@ class PipelineRun:
         train_settings["dev"] = settings["dev"]  # the dev set picks the epoch that is kept
         done = _finished(out, settings, "task distillation (prediction)", rebuild)
         if done is not None:
+            set_seed(p.seed)  # as training would
             return _reused(out, done, student, self.device)
 
         def save_kept(model: Bert) -> None:  # model/ always holds the kept epoch, also across a resume
