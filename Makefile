@@ -51,9 +51,9 @@ SWEEP := $(PY) scripts/sweep.py --profile cpu
 sweep: setup  ## the small grid that chose the cpu profile's learning rates and pooling
 	$(SWEEP) --lever classifier_pooling cls mean
 	$(SWEEP) --lever finetune_lr 2e-5 3e-5 4e-5
-	$(SWEEP) --lever task_lr_intermediate 5e-5 5e-4 1e-3 2e-3
-	$(SWEEP) --lever task_lr_prediction 3e-5 1e-4 3e-4
-	$(SWEEP) --lever task_prediction_epochs 1 2
+	$(SWEEP) --lever intermediate_lr 5e-5 5e-4 1e-3 2e-3
+	$(SWEEP) --lever prediction_lr 3e-5 1e-4 3e-4
+	$(SWEEP) --lever prediction_epochs 1 2
 
 bench: setup  ## distillation-step throughput (course vs TextBrewer, if installed, vs naive loop) and latency, printed
 	mkdir -p $(BUILD)

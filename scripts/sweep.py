@@ -1,4 +1,4 @@
-"""One lever of the recipe at a time: ``python scripts/sweep.py --profile cpu --lever task_lr_prediction 3e-5 1e-4``.
+"""One lever of the recipe at a time: ``python scripts/sweep.py --profile cpu --lever prediction_lr 3e-5 1e-4``.
 
 Each value trains the stages that the lever changes, and only those, in an artifacts folder of
 its own (``build/<profile>/sweep/<base>,<lever>=<value>,seed=<seed>/``); the stages it does not
@@ -21,16 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The first stage each profile field changes; that stage and every later one are trained again.
-FIRST_STAGE = {
-    "general_lr": "general-distill", "general_epochs": "general-distill",
-    "finetune_lr": "finetune-teacher", "finetune_epochs": "finetune-teacher", "classifier_pooling": "finetune-teacher",
-    "augment_n": "augment", "augment_k": "augment", "augment_limit": "augment",
-    "task_lr_intermediate": "task-intermediate", "task_intermediate_epochs": "task-intermediate",
-    "task_lr_prediction": "task-prediction", "task_prediction_epochs": "task-prediction", "temperature": "task-prediction",
-}
-
-
 def parse_value(text: str):
     for kind in (int, float):
         try:
@@ -47,12 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="the profile's seed unless given")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="the base recipe: profile fields held at these values for every point of the sweep")
-    parser.add_argument("--lever", required=True, choices=sorted(FIRST_STAGE))
+    parser.add_argument("--lever", required=True,
+                        help="a profile field of one stage (e.g. intermediate_lr, prediction_epochs, classifier_pooling)")
     parser.add_argument("values", nargs="+")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from tinybert_lib.pipeline import STAGES, run_stage, stage_dir
+    from tinybert_lib.pipeline import PipelineRun
+    from tinybert_lib.stages import STAGES, first_stage_of, stage_dir
 
     from tinybert_lib import get_profile
 
@@ -61,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     build = ROOT / args.build / base.name / "sweep"
     base_tag = ",".join(f"{k}={v}" for k, v in sorted(held.items())) or "profile"
     base_artifacts = build / f"base({base_tag})"
-    lever_stage = FIRST_STAGE[args.lever]
+    try:
+        lever_stage = first_stage_of(args.lever)
+    except ValueError as err:
+        parser.error(str(err))
     # the lever's stage and the task-distillation steps that read its output
-    changed = [lever_stage] + [s for s in ("task-intermediate", "task-prediction") if STAGES.index(s) > STAGES.index(lever_stage)]
+    order = list(STAGES)
+    changed = [lever_stage] + [s for s in ("intermediate", "prediction") if order.index(s) > order.index(lever_stage)]
+    base_run = PipelineRun(base, base_artifacts)
     for stage in STAGES:  # the rest is built once with the base settings, then shared by every value
         if stage not in changed:
-            run_stage(stage, base, base_artifacts)
+            base_run.get(stage)
     record = build / "sweep.jsonl"
     record.parent.mkdir(parents=True, exist_ok=True)
     for text in args.values:
@@ -80,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                 link.symlink_to(target.resolve(), target_is_directory=True)
         start = time.perf_counter()
         metrics = {}
+        run = PipelineRun(profile, artifacts)  # each changed stage hands its result to the next
         for stage in changed:
-            result = run_stage(stage, profile, artifacts)
+            result = run.get(stage)
             metrics[stage] = getattr(result, "metrics", {})
         line = {"lever": args.lever, "value": value, "held": held, "seed": profile.seed, "profile": base.name,
                 "stages": changed, "metrics": metrics, "seconds": round(time.perf_counter() - start, 1)}

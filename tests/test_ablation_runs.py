@@ -12,7 +12,7 @@ from tinybert_lib.training import FitConfig
 
 from conftest import MIRROR
 
-TINY = dict(sst2_train_limit=24, sst2_dev_limit=16, augment_limit=8, corpus_max_blocks=16, max_seq_len_general=32,
+TINY = dict(train_limit=24, dev_limit=16, augment_limit=8, corpus_max_blocks=16, max_seq_len_general=32,
             ablation_examples=16)
 
 
@@ -22,11 +22,11 @@ def test_a_variant_with_another_seed_reuses_the_shared_artifacts(on_mirror, tmp_
     if not MIRROR.is_dir():
         pytest.skip(f"data mirror {MIRROR} not found")
     profile = tl.get_profile("smoke", **TINY)
-    for stage in ("general-distill", "finetune-teacher", "augment"):
+    for stage in ("general", "finetune", "augment"):
         pipeline.run_stage(stage, profile, tmp_path, "cpu")
     run = ablations.run_variant(ablations.VARIANTS[name], profile, tmp_path, seed=profile.seed + 1, device="cpu")
     assert run["seed"] == profile.seed + 1 and 0.0 <= run["accuracy"] <= 1.0
-    for stage in ("general-distill", "finetune-teacher"):  # nothing was rebuilt for the other seed
+    for stage in ("general", "finetune"):  # nothing was rebuilt for the other seed
         assert pipeline.summary(tmp_path, stage)["settings"]["profile"]["seed"] == profile.seed
 
 
@@ -34,7 +34,7 @@ def test_hard_label_rows_train_at_step_2s_settings(teacher, monkeypatch):
     """The hard-label rows accumulate and clip as step 2 does: a batch of 2 x 4 rows, not 4."""
     seen = {}
     monkeypatch.setattr(ablations, "fit", lambda **kwargs: seen.update(kwargs))
-    profile = tl.get_profile("smoke", grad_accum_steps=2, max_grad_norm=0.25, task_batch_size=4, task_lr_prediction=7e-5, seed=5)
+    profile = tl.get_profile("smoke", grad_accum_steps=2, max_grad_norm=0.25, intermediate_batch_size=4, prediction_batch_size=4, prediction_lr=7e-5, seed=5)
     student = tl.build_student("minilm-3l-192d", teacher=teacher, num_labels=2)
     rows = Dataset.from_dict({"sentence": ["a fine film .", "bad ."] * 4, "label": [1, 0] * 4})
     ablations.finetune_hard(student, rows, profile, 3, torch.device("cpu"))

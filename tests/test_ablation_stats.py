@@ -42,8 +42,8 @@ def test_compare_calls_a_difference_real_only_beyond_two_standard_errors():
 
 
 def test_sweep_figure_reads_accuracy_then_held_out_loss_then_any_figure():
-    assert sweep_figure({"task-intermediate": {"dev_total": 3.14}, "task-prediction": {"dev_accuracy": 0.847}}) == \
-        "task-prediction: dev accuracy 0.847"
-    assert sweep_figure({"general-distill": {"valid_total": 3.436}}) == "general-distill: held-out distillation loss 3.44"
-    assert sweep_figure({"general-distill": {"train_total_at_step_155": 9.2}}) == "general-distill: train total at step 155 9.20"
+    assert sweep_figure({"intermediate": {"dev_total": 3.14}, "prediction": {"dev_accuracy": 0.847}}) == \
+        "prediction: dev accuracy 0.847"
+    assert sweep_figure({"general": {"valid_total": 3.436}}) == "general: held-out distillation loss 3.44"
+    assert sweep_figure({"general": {"train_total_at_step_155": 9.2}}) == "general: train total at step 155 9.20"
     assert sweep_figure({}) == "-"

@@ -110,7 +110,7 @@ def test_two_process_run_resumes_after_an_interruption(runs):
     second = _seen(runs / "resumed", 0, 1) + _seen(runs / "resumed", 1, 1)
     assert len(first) == 8 and len(second) == 24  # one step of 8 blocks, then the other three
     assert not set(first) & set(second)
-    state = json.loads((runs / "resumed" / "stage" / "checkpoint" / "state.json").read_text())
+    state = json.loads((runs / "resumed" / "stage" / "general_student" / "checkpoint" / "state.json").read_text())
     assert state["done"] and state["num_processes"] == 2 and state["step"] == 4
     w, ref = load_file(str(runs / "resumed" / "student.safetensors")), load_file(str(runs / "two" / "student.safetensors"))
     worst = max(float((w[k] - ref[k]).abs().max()) for k in ref)
@@ -125,6 +125,7 @@ def test_gradient_accumulation_equals_the_larger_batch(teacher, tmp_path):
     from tinybert_lib.profiles import get_profile
     from tinybert_lib.runtime import set_seed
     from tinybert_lib.students import student_config
+    from tinybert_lib.training import FitConfig
 
     corpus = corpus_blocks(teacher.tokenizer, 32, split="train", max_blocks=16)
     weights = []
@@ -135,7 +136,7 @@ def test_gradient_accumulation_equals_the_larger_batch(teacher, tmp_path):
         cfg = student_config("minilm-3l-192d", teacher)
         cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
         student = build_student(cfg, teacher=teacher)
-        result = general_distill(teacher, student, corpus, profile, device="cpu")
+        result = general_distill(teacher, student, corpus, FitConfig.for_stage(profile, "general"), device="cpu")
         assert result.train.steps == 2
         weights.append({k: v.detach().clone() for k, v in student.state_dict().items()})
     worst = max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0])

@@ -145,7 +145,7 @@ def test_augment_with_a_masked_lm_uses_it_for_single_piece_words(tiny_mlm, teach
     calls = []
     hook = tiny_mlm.bert.register_forward_hook(lambda module, args, out: calls.append(1))
     try:
-        out, stats = A.augment(sst2_8, tiny_mlm, profile, tokenizer=teacher.tokenizer, progress=False)
+        out, stats = A.augment(sst2_8, tiny_mlm, **profile.augment_settings(), tokenizer=teacher.tokenizer, progress=False)
     finally:
         hook.remove()
     n_single = sum(
@@ -161,7 +161,7 @@ def test_augment_with_a_masked_lm_uses_it_for_single_piece_words(tiny_mlm, teach
 
 
 def test_augment_originals_first_labels_kept_and_bounded(teacher, sst2_8, profile):
-    out, recorded = A.augment(sst2_8, teacher, profile, progress=False)
+    out, recorded = A.augment(sst2_8, teacher, **profile.augment_settings(), progress=False)
     assert out.column_names == ["sentence", "label", "is_original"]
     rows = out.to_list() if hasattr(out, "to_list") else [out[i] for i in range(len(out))]
     assert rows[0]["is_original"]
@@ -183,14 +183,14 @@ def test_augment_originals_first_labels_kept_and_bounded(teacher, sst2_8, profil
 
 
 def test_augment_is_deterministic_and_respects_limit(teacher, sst2_8, profile):
-    a = A.augment(sst2_8, teacher, profile, progress=False).dataset
-    b = A.augment(sst2_8, teacher, profile, progress=False).dataset
+    a = A.augment(sst2_8, teacher, **profile.augment_settings(), progress=False).dataset
+    b = A.augment(sst2_8, teacher, **profile.augment_settings(), progress=False).dataset
     assert a.to_dict() == b.to_dict()
-    first3 = A.augment(sst2_8, teacher, profile.with_overrides(augment_limit=3), progress=False).dataset
+    first3 = A.augment(sst2_8, teacher, **profile.with_overrides(augment_limit=3).augment_settings(), progress=False).dataset
     assert sum(first3["is_original"]) == 3
     # Per-example seeds: the first 3 examples come out the same whatever the limit.
     assert first3["sentence"] == a["sentence"][: len(first3)]
-    other_seed = A.augment(sst2_8, teacher, profile.with_overrides(seed=7), progress=False).dataset
+    other_seed = A.augment(sst2_8, teacher, **profile.with_overrides(seed=7).augment_settings(), progress=False).dataset
     assert other_seed["sentence"] != a["sentence"]
 
 
@@ -216,10 +216,10 @@ def test_augment_rows_takes_any_candidate_function(sst2_8):
 
 def test_the_saved_set_is_the_cache(teacher, sst2_8, profile, tmp_path, monkeypatch):
     """The pipeline's augmented_sst2/ folder is the cache: reused with the same settings, refused with others."""
-    small = profile.with_overrides(sst2_train_limit=8)
+    small = profile.with_overrides(train_limit=8)
     first = pipeline.run_augmentation(small, tmp_path, device="cpu")
     assert [p.name for p in tmp_path.iterdir()] == ["augmented_sst2"]  # no temp folder left
-    assert first.to_dict() == A.augment(sst2_8, teacher, small, progress=False).dataset.to_dict()
+    assert first.to_dict() == A.augment(sst2_8, teacher, **small.augment_settings(), progress=False).dataset.to_dict()
     recorded = pipeline.augmentation_stats(tmp_path)
     assert recorded["source"] == 8 and recorded["rows"] == len(first) and recorded["unaugmented"] == 0
     assert recorded["seconds"] >= 0 and recorded["neighbour_words"] > 0
@@ -242,7 +242,7 @@ def test_the_saved_set_is_the_cache(teacher, sst2_8, profile, tmp_path, monkeypa
 
 def test_augment_rejects_unknown_sources(sst2_8, profile):
     with pytest.raises(TypeError, match="course Bert"):
-        A.augment(sst2_8, 3.14, profile, progress=False)
+        A.augment(sst2_8, 3.14, **profile.augment_settings(), progress=False)
 
 
 def test_teacher_folder_with_mlm_head_enables_the_mlm_path(tiny_mlm, teacher, sst2_8, profile, tmp_path):
@@ -252,7 +252,7 @@ def test_teacher_folder_with_mlm_head_enables_the_mlm_path(tiny_mlm, teacher, ss
     assert A.has_mlm_head(folder)
     assert not A.has_mlm_head(tl.teachers.resolve_teacher_folder("minilm"))  # the packaged MiniLM has none
     course_teacher = tl.load_teacher(str(folder))
-    by_teacher, recorded = A.augment(sst2_8, course_teacher, profile, progress=False)
-    by_name = A.augment(sst2_8, str(folder), profile, progress=False).dataset
+    by_teacher, recorded = A.augment(sst2_8, course_teacher, **profile.augment_settings(), progress=False)
+    by_name = A.augment(sst2_8, str(folder), **profile.augment_settings(), progress=False).dataset
     assert recorded.mlm_words > 0 and recorded.neighbour_words > 0  # single pieces -> MLM, others -> neighbours
     assert by_teacher.to_dict() == by_name.to_dict()  # same weights, same candidates

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tinybert_lib as tl
-from tinybert_lib import distill
+from tinybert_lib import pipeline
 from tinybert_lib.checkpoints import Checkpoint, CheckpointError
 from tinybert_lib.training import Interrupted
 
@@ -28,16 +28,18 @@ def _student(teacher):
     return tl.build_student("minilm-3l-192d", teacher=teacher)
 
 
-def _run(teacher, corpus, out=None, stop_after=None, **overrides):
+def _run(teacher, corpus, out, stop_after=None, **overrides):
+    """Stage 1 through the pipeline; ``out`` is its folder (``<artifacts>/general_student``)."""
     profile = tl.get_profile("smoke", **{**TINY, **overrides})
-    return distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu",
-                                   stop_after=stop_after)
+    assert out.name == pipeline.stage_dir(out.parent, "general").name
+    return pipeline.run_general_distillation(profile, out.parent, "cpu", stop_after, teacher=teacher, student=_student(teacher),
+                                             corpus=corpus, valid=corpus)
 
 
 @pytest.fixture(scope="module")
 def finished(teacher, corpus, tmp_path_factory):
     """An uninterrupted run (written under umask 022) and its final weights."""
-    out = tmp_path_factory.mktemp("finished") / "run"
+    out = pipeline.stage_dir(tmp_path_factory.mktemp("finished"), "general")
     old = os.umask(0o022)
     try:
         result = _run(teacher, corpus, out)
@@ -49,15 +51,16 @@ def finished(teacher, corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def interrupted(teacher, corpus, tmp_path_factory):
     """A run stopped after step 1 (mid-epoch); tests work on copies of it."""
-    out = tmp_path_factory.mktemp("interrupted") / "run"
+    out = pipeline.stage_dir(tmp_path_factory.mktemp("interrupted"), "general")
     with pytest.raises(Interrupted):
         _run(teacher, corpus, out, stop_after=1)
     return out
 
 
 def _copy(folder, tmp_path):
-    shutil.copytree(folder, tmp_path / "run")
-    return tmp_path / "run", tmp_path / "run" / "checkpoint"
+    out = pipeline.stage_dir(tmp_path, "general")
+    shutil.copytree(folder, out)
+    return out, out / "checkpoint"
 
 
 @pytest.mark.parametrize("stop_after", [1, 2], ids=["mid-epoch", "epoch-boundary"])
@@ -65,7 +68,7 @@ def test_resume_is_bit_identical(teacher, corpus, finished, interrupted, tmp_pat
     if stop_after == 1:
         out, _ = _copy(interrupted, tmp_path)
     else:
-        out = tmp_path / "run"
+        out = pipeline.stage_dir(tmp_path, "general")
         with pytest.raises(Interrupted):
             _run(teacher, corpus, out, stop_after=stop_after)
     assert Checkpoint(out / "checkpoint").state()["step"] == stop_after

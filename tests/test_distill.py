@@ -28,28 +28,30 @@ def _student(teacher):
 def test_general_distillation_lowers_the_loss_and_leaves_teacher_alone(teacher, corpus, tmp_path):
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     profile = tl.get_profile("smoke", **{**TINY, "general_lr": 1e-3, "general_epochs": 4})
-    result = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=tmp_path / "g", device="cpu")
+    result = pipeline.run_general_distillation(profile, tmp_path, "cpu", teacher=teacher, student=_student(teacher), corpus=corpus)
     totals = [r["total"] for r in result.history]
     assert len(totals) == 12 and totals[-1] < totals[0]
     assert set(result.history[0]) >= {"emb", "hid", "att", "total", "lr"}
     assert all(p.grad is None for p in teacher.parameters())
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert not teacher.training
-    assert (tmp_path / "g" / "model" / "model.safetensors").is_file()
-    assert (tmp_path / "g" / "projections.safetensors").is_file()
+    out = pipeline.stage_dir(tmp_path, "general")
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "projections.safetensors").is_file()
 
 
 def test_interrupted_general_distillation_resumes_from_checkpoint(teacher, corpus, tmp_path):
-    profile = tl.get_profile("smoke", **TINY)
-    reference = distill.general_distill(teacher, _student(teacher), corpus, profile, device="cpu")
+    config = FitConfig.for_stage(tl.get_profile("smoke", **TINY), "general")
+    reference = distill.general_distill(teacher, _student(teacher), corpus, config, device="cpu")
 
     out = tmp_path / "run"
     with pytest.raises(Interrupted, match="stopped after step 2"):
-        distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu", stop_after=2)
+        distill.general_distill(teacher, _student(teacher), corpus, config, device="cpu", checkpoint_dir=out / "checkpoint",
+                                stop_after=2)
     ckpt = Checkpoint(out / "checkpoint")
     assert ckpt.exists() and ckpt.state()["step"] == 2 and not ckpt.state()["done"]
 
-    resumed = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu")
+    resumed = distill.general_distill(teacher, _student(teacher), corpus, config, device="cpu", checkpoint_dir=out / "checkpoint")
     assert resumed.train.resumed_from == 2 and resumed.train.steps == 6
     assert [r["step"] for r in resumed.history] == list(range(1, 7))
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -57,7 +59,7 @@ def test_interrupted_general_distillation_resumes_from_checkpoint(teacher, corpu
     assert [round(r["total"], 4) for r in resumed.history] == [round(r["total"], 4) for r in reference.history]
 
     # A finished run is not trained again.
-    again = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, device="cpu")
+    again = distill.general_distill(teacher, _student(teacher), corpus, config, device="cpu", checkpoint_dir=out / "checkpoint")
     assert again.train.resumed_from == 6
     assert torch.equal(again.model.bert.encoder.layer[0].output.dense.weight, resumed.model.bert.encoder.layer[0].output.dense.weight)
     assert not list((out).glob(".*")), "no temporary folders may be left behind"
@@ -65,28 +67,35 @@ def test_interrupted_general_distillation_resumes_from_checkpoint(teacher, corpu
 
 def test_teacher_finetuning_and_task_distillation(tmp_path):
     teacher = tl.load_teacher("minilm")
-    profile = tl.get_profile("smoke", finetune_batch_size=8, task_batch_size=8, finetune_lr=1e-4, task_prediction_epochs=2)
+    profile = tl.get_profile("smoke", finetune_batch_size=8, intermediate_batch_size=8, prediction_batch_size=8, finetune_lr=1e-4,
+                             prediction_epochs=2, dev_limit=16)
     sst2 = {"train": tl.data.load_sst2("train", limit=24), "dev": tl.data.load_sst2("dev", limit=16)}
-    ft = distill.finetune_teacher(teacher, sst2, profile, device="cpu")
+    ft = distill.finetune_teacher(teacher, sst2["train"], sst2["dev"], "sst2", FitConfig.for_stage(profile, "finetune"), device="cpu")
     assert ft.model.config.num_labels == 2 and 0.0 <= ft.metrics["dev_accuracy"] <= 1.0
     assert len(ft.train.evals) == 1
 
     student = _student(teacher)
-    s1 = distill.task_distill(ft.model, student, sst2["train"], profile, "intermediate", dev_set=sst2["dev"], device="cpu")
+    s1 = distill.intermediate_distill(ft.model, student, sst2["train"], sst2["dev"], "sst2",
+                                      FitConfig.for_stage(profile, "intermediate"), device="cpu")
     assert s1.projections is not None and s1.metrics["dev_total"] > 0
-    s2 = distill.task_distill(ft.model, s1.model, sst2["train"], profile, "prediction", dev_set=sst2["dev"],
-                              out_dir=tmp_path / "s2", device="cpu")
+    # step 2 through the pipeline, which keeps the best epoch in its folder (model/)
+    s2 = pipeline.run_task_distillation(profile, tmp_path, "prediction", "cpu", teacher=ft.model, student=s1.model,
+                                        train=sst2["train"])
     accs = [e["dev_accuracy"] for e in s2.train.evals]
     assert len(accs) == 2 and s2.metrics["dev_accuracy"] == max(accs)
     assert tl.evaluate.accuracy(s2.model, sst2["dev"]) == pytest.approx(max(accs))  # the best epoch is kept
+    kept = tl.Bert.from_folder(pipeline.stage_dir(tmp_path, "prediction") / "model")
+    kept.tokenizer = s2.model.tokenizer
+    assert tl.evaluate.accuracy(kept, sst2["dev"]) == pytest.approx(max(accs))  # and saved
     with pytest.raises(ValueError, match="fine-tuned teacher"):
-        distill.task_distill(tl.load_teacher("minilm"), _student(teacher), sst2["train"], profile, "prediction")
+        distill.prediction_distill(tl.load_teacher("minilm"), _student(teacher), sst2["train"], sst2["dev"], "sst2",
+                                   FitConfig.for_stage(profile, "prediction"))
     with pytest.raises(ValueError, match="unknown stage"):
-        distill.task_distill(ft.model, student, sst2["train"], profile, "both")
+        pipeline.run_task_distillation(profile, tmp_path, "both")
 
 
 def test_prediction_distillation_loss_is_the_soft_cross_entropy_of_step_two(teacher, sentences):
-    """The loss task_distill builds for step 2 (and lesson 09 checks a hand-written step against)."""
+    """The loss prediction_distill trains with in step 2 (and lesson 09 checks a hand-written step against)."""
     teacher_ft = copy.deepcopy(teacher).add_classifier(2).eval()  # the session's teacher stays headless
     tl.set_seed(0)
     student = tl.build_student("minilm-3l-192d", teacher=teacher_ft, num_labels=2).eval()
@@ -104,10 +113,11 @@ def test_pipeline_reloads_general_student(teacher, corpus, tmp_path):
     # the corpus and held-out blocks the pipeline reads for this profile, so that it reuses the stage
     profile = tl.get_profile("smoke", **TINY, corpus_max_blocks=12)
     valid = tl.data.corpus_blocks(teacher.tokenizer, 32, split="valid", max_blocks=8)
-    out = pipeline.stage_dir(tmp_path, "general-distill")
-    result = distill.general_distill(teacher, _student(teacher), corpus, profile, out_dir=out, valid=valid, device="cpu")
+    result = pipeline.run_general_distillation(profile, tmp_path, "cpu", teacher=teacher, student=_student(teacher), corpus=corpus,
+                                               valid=valid)
+    assert (pipeline.stage_dir(tmp_path, "general") / "summary.json").is_file()
     student, projections = pipeline.get_general_student(profile, tmp_path)
-    assert pipeline.is_done(tmp_path, "general-distill")
+    assert pipeline.is_done(tmp_path, "general")
     assert student.config.num_labels == 0 and student.tokenizer is not None  # a general student has no head
     for a, b in zip(result.model.state_dict().values(), student.state_dict().values()):
         assert torch.equal(a, b)
@@ -137,8 +147,8 @@ def test_ablation_variants_change_one_thing_each():
 
 def test_fit_config_reads_each_stage_own_fields():
     profile = tl.get_profile("smoke", seed=7, general_epochs=2, general_batch_size=3, general_lr=1e-3, finetune_epochs=4,
-                             finetune_batch_size=5, finetune_lr=2e-3, task_intermediate_epochs=6, task_lr_intermediate=3e-3,
-                             task_prediction_epochs=8, task_lr_prediction=4e-3, task_batch_size=9, warmup_ratio=0.2,
+                             finetune_batch_size=5, finetune_lr=2e-3, intermediate_epochs=6, intermediate_lr=3e-3,
+                             prediction_epochs=8, prediction_lr=4e-3, intermediate_batch_size=9, prediction_batch_size=9, warmup_ratio=0.2,
                              weight_decay=0.03, max_grad_norm=0.4, grad_accum_steps=2, log_every=11)
     own = {"general": (2, 3, 1e-3), "finetune": (4, 5, 2e-3), "intermediate": (6, 9, 3e-3), "prediction": (8, 9, 4e-3)}
     for stage, (epochs, batch_size, lr) in own.items():
@@ -158,8 +168,8 @@ class _Stop(Exception):
     """Raised by a stand-in for fit once it has seen its arguments."""
 
 
-def test_every_stage_hands_fit_its_profile_config(teacher, corpus, monkeypatch):
-    """Each stage trains at ``FitConfig.for_stage``'s settings, accumulation and clipping included."""
+def test_every_stage_hands_fit_its_profile_config(teacher, corpus, monkeypatch, tmp_path):
+    """The pipeline trains each stage at ``FitConfig.for_stage``'s settings, accumulation and clipping included."""
     from datasets import Dataset
 
     seen: list[FitConfig] = []
@@ -173,10 +183,13 @@ def test_every_stage_hands_fit_its_profile_config(teacher, corpus, monkeypatch):
     rows = Dataset.from_dict({"sentence": ["a fine film .", "bad ."] * 4, "label": [1, 0] * 4})
     tuned = tl.load_teacher("minilm").add_classifier(2)
     runs = {
-        "general": lambda: distill.general_distill(teacher, _student(teacher), corpus, profile, device="cpu"),
-        "finetune": lambda: distill.finetune_teacher(tl.load_teacher("minilm"), {"train": rows, "dev": rows}, profile, device="cpu"),
-        "intermediate": lambda: distill.task_distill(tuned, _student(teacher), rows, profile, "intermediate", dev_set=rows, device="cpu"),
-        "prediction": lambda: distill.task_distill(tuned, _student(teacher), rows, profile, "prediction", dev_set=rows, device="cpu"),
+        "general": lambda: pipeline.run_general_distillation(profile, tmp_path, "cpu", teacher=teacher, student=_student(teacher),
+                                                             corpus=corpus, valid=corpus),
+        "finetune": lambda: pipeline.run_teacher_finetuning(profile, tmp_path, "cpu", teacher=tl.load_teacher("minilm")),
+        "intermediate": lambda: pipeline.run_task_distillation(profile, tmp_path, "intermediate", "cpu", teacher=tuned,
+                                                               student=_student(teacher), train=rows),
+        "prediction": lambda: pipeline.run_task_distillation(profile, tmp_path, "prediction", "cpu", teacher=tuned,
+                                                             student=_student(teacher), train=rows),
     }
     for stage, run in runs.items():
         with pytest.raises(_Stop):

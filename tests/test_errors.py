@@ -21,7 +21,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the run could not succeed")
 
-    monkeypatch.setattr(cli, "run_stage", refuse)
+    monkeypatch.setattr(cli.PipelineRun, "get", refuse)  # every stage the command line runs goes through it
 
 
 def _one_line_error(capsys) -> str:
@@ -34,15 +34,15 @@ def test_unwritable_artifacts_folder_is_refused_before_training(tmp_path, capsys
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     for artifacts in (blocker, blocker / "artifacts"):
-        assert cli.main(["general-distill", "--profile", "smoke", "--device", "cpu", "--artifacts", str(artifacts)]) == 1
+        assert cli.main(["general", "--profile", "smoke", "--device", "cpu", "--artifacts", str(artifacts)]) == 1
         err = _one_line_error(capsys)
         assert "cannot write to the artifacts folder" in err and str(artifacts) in err
 
 
 def test_unknown_profile_and_device_are_one_line(capsys, no_training):
-    assert cli.main(["general-distill", "--profile", "laptop"]) != 0
+    assert cli.main(["general", "--profile", "laptop"]) != 0
     assert "unknown profile 'laptop'; valid profiles: smoke, cpu, gpu" in _one_line_error(capsys)
-    assert cli.main(["general-distill", "--profile", "smoke", "--device", "tpu"]) != 0
+    assert cli.main(["general", "--profile", "smoke", "--device", "tpu"]) != 0
     assert "unknown device 'tpu'" in _one_line_error(capsys)
 
 

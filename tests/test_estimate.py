@@ -39,7 +39,7 @@ def test_stage_estimates_follow_the_profile():
     assert rows["general"].steps == 530 and rows["general"].batch_size == 32  # 16,959 blocks / 32
     assert rows["finetune"].steps == 2105  # all 67,349 SST-2 rows, one epoch
     cpu = get_profile("cpu")  # both steps read the same augmented rows
-    assert rows["prediction"].steps * cpu.task_intermediate_epochs == rows["intermediate"].steps * cpu.task_prediction_epochs
+    assert rows["prediction"].steps * cpu.intermediate_epochs == rows["intermediate"].steps * cpu.prediction_epochs
     floor = {r.stage: r for r in stage_estimates("cpu", sustained_tflops=1e6, min_step_seconds=0.5)}
     assert floor["finetune"].hours == pytest.approx(2105 * 0.5 / 3600)
     with pytest.raises(ValueError, match="unknown stage"):

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_profiles_exist_and_smoke_is_small():
     assert set(PROFILES) == {"smoke", "cpu", "gpu"}
     smoke, cpu = get_profile("smoke"), get_profile("cpu")
-    assert smoke.sst2_train_limit is not None and cpu.sst2_train_limit is None  # cpu uses all of SST-2
+    assert smoke.train_limit is not None and cpu.train_limit is None  # cpu uses all of SST-2
     assert get_profile("gpu").student == "tinybert-4l-312d"
 
 
@@ -85,7 +85,7 @@ def test_cli_stops_before_training_when_the_profile_cannot_run(monkeypatch, caps
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["general-distill", "--profile", "gpu"]) == 1
+    assert main(["general", "--profile", "gpu"]) == 1
     assert "cannot run here" in capsys.readouterr().err
 
 

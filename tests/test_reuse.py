@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tinybert_lib as tl
-from tinybert_lib import distill, pipeline
+from tinybert_lib import pipeline
 from tinybert_lib.records import StaleArtifactError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,11 +20,11 @@ TINY = dict(general_batch_size=4, general_epochs=1, log_every=1, max_seq_len_gen
 
 @pytest.fixture(scope="module")
 def headless_runs(tmp_path_factory):
-    """``python -m tinybert_lib run general-distill --profile smoke`` twice, into two fresh folders."""
+    """``python -m tinybert_lib run general --profile smoke`` twice, into two fresh folders."""
     root = tmp_path_factory.mktemp("headless")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    runs = [subprocess.Popen([sys.executable, "-m", "tinybert_lib", "run", "general-distill", "--profile", "smoke",
+    runs = [subprocess.Popen([sys.executable, "-m", "tinybert_lib", "run", "general", "--profile", "smoke",
                               "--device", "cpu", "--artifacts", str(root / name)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
     for run in runs:
@@ -61,8 +61,8 @@ def corpus(teacher):
 def _general(teacher, corpus, out, **kw):
     profile = tl.get_profile("smoke", **{**TINY, **kw.pop("overrides", {})})
     tl.set_seed(0)
-    return distill.general_distill(teacher, tl.build_student("minilm-3l-192d", teacher=teacher), corpus, profile,
-                                   out_dir=out, device="cpu", **kw)
+    return pipeline.run_general_distillation(profile, out, "cpu", teacher=teacher, corpus=corpus, valid=corpus,
+                                             student=tl.build_student("minilm-3l-192d", teacher=teacher), **kw)
 
 
 def test_rebuild_trains_again_with_the_new_settings(teacher, corpus, tmp_path):
@@ -78,16 +78,29 @@ def test_rebuild_trains_again_with_the_new_settings(teacher, corpus, tmp_path):
 
 def test_a_changed_upstream_invalidates_the_downstream_stage(tmp_path):
     teacher_ft = tl.load_teacher("minilm").add_classifier(2)
-    profile = tl.get_profile("smoke", task_batch_size=8, task_intermediate_epochs=1)
-    train, dev = tl.data.load_sst2("train", limit=16), tl.data.load_sst2("dev", limit=8)
+    profile = tl.get_profile("smoke", intermediate_batch_size=8, prediction_batch_size=8, intermediate_epochs=1, dev_limit=8)
+    train = tl.data.load_sst2("train", limit=16)
 
     def step1(seed: int):
         tl.set_seed(seed)  # stands for a general student built again, with other weights
         student = tl.build_student("minilm-3l-192d", teacher=teacher_ft)
-        return distill.task_distill(teacher_ft, student, train, profile, "intermediate", dev_set=dev,
-                                    out_dir=tmp_path / "s1", device="cpu")
+        return pipeline.run_task_distillation(profile, tmp_path, "intermediate", "cpu", teacher=teacher_ft, student=student,
+                                              train=train)
 
     assert step1(0).train.resumed_from == 0
     assert step1(0).train.resumed_from > 0  # same upstream: reused
     with pytest.raises(StaleArtifactError, match=r"student: \w{12} -> \w{12}"):
         step1(1)
+
+    # A record written before the profile fields were renamed (task_lr_intermediate, task_batch_size, ...)
+    # still matches the same settings under the new names: a renaming alone makes nothing stale.
+    import json
+
+    summary_file = pipeline.stage_dir(tmp_path, "intermediate") / "summary.json"
+    record = json.loads(summary_file.read_text())
+    old_names = {"intermediate_epochs": "task_intermediate_epochs", "intermediate_lr": "task_lr_intermediate",
+                 "intermediate_batch_size": "task_batch_size"}
+    record["settings"]["profile"] = {old_names.get(k, k): v for k, v in record["settings"]["profile"].items()}
+    assert "task_lr_intermediate" in record["settings"]["profile"]
+    summary_file.write_text(json.dumps(record))
+    assert step1(0).train.resumed_from > 0

@@ -14,6 +14,7 @@ import torch
 import tinybert_lib as tl
 from tinybert_lib import distill
 from tinybert_lib.losses import layer_map, make_projections
+from tinybert_lib.training import FitConfig
 
 ROWS = 48
 FIT = 0.85  # the majority class of these rows is 54%; a stage that learns reaches 95-100%
@@ -30,7 +31,8 @@ def finetuned(train):
     before = _encoder_weights(teacher)
     profile = tl.get_profile("smoke", finetune_epochs=2, finetune_batch_size=8, finetune_lr=1e-4,
                              classifier_pooling="mean", log_every=100)
-    result = distill.finetune_teacher(teacher, {"train": train, "dev": train}, profile, device="cpu")
+    result = distill.finetune_teacher(teacher, train, train, "sst2", FitConfig.for_stage(profile, "finetune"),
+                                      pooling=profile.classifier_pooling, device="cpu")
     return result, before
 
 
@@ -60,22 +62,23 @@ def test_task_distillation_moves_the_student_and_fits_the_training_rows(finetune
     tl.set_seed(0)
     student = tl.build_student("minilm-3l-192d", teacher=teacher)
     before = _encoder_weights(student)
-    profile = tl.get_profile("smoke", task_batch_size=8, task_intermediate_epochs=3, task_lr_intermediate=1e-3,
-                             task_prediction_epochs=10, task_lr_prediction=1e-3, log_every=100)
+    profile = tl.get_profile("smoke", intermediate_batch_size=8, prediction_batch_size=8, intermediate_epochs=3, intermediate_lr=1e-3,
+                             prediction_epochs=10, prediction_lr=1e-3, log_every=100)
     tokens = tl.data.tokenize_sst2(train, teacher.tokenizer, profile.max_seq_len_task)
 
     # step 1: the layer losses against the fine-tuned teacher fall on the rows it trained on
     mapping = layer_map(3, teacher.config.num_hidden_layers)
     projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, 3)
     start = distill.distillation_loss_on(teacher, student, tokens, mapping, projections, 8)["total"]
-    s1 = distill.task_distill(teacher, student, train, profile, "intermediate", dev_set=train, mapping=mapping,
-                              projections=projections, device="cpu")
+    s1 = distill.intermediate_distill(teacher, student, train, train, "sst2", FitConfig.for_stage(profile, "intermediate"),
+                                      mapping=mapping, projections=projections, device="cpu")
     assert _unmoved(s1.model, before) == []
     assert s1.metrics["dev_total"] < 0.9 * start, f"step 1 took the layer loss from {start:.2f} to {s1.metrics['dev_total']:.2f}"
 
     # step 2: soft targets alone (no gold labels) make the student fit the gold labels of those rows
     stepped = _encoder_weights(s1.model)
-    s2 = distill.task_distill(teacher, s1.model, train, profile, "prediction", dev_set=train, device="cpu")
+    s2 = distill.prediction_distill(teacher, s1.model, train, train, "sst2", FitConfig.for_stage(profile, "prediction"),
+                                    device="cpu")
     assert _unmoved(s2.model, stepped) == []
     fit = tl.evaluate.accuracy(s2.model, train)
     assert fit >= FIT > _majority(train) + 0.2, f"distilled student fits {fit:.2f} of its training rows"

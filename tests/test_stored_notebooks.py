@@ -31,11 +31,11 @@ CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 # Profile fields whose value differs between profiles. A checked cell that prints one, or anything computed
 # from one, stores the publishing run's figure (cpu) and fails nbval's smoke run.
 PROFILE_DEPENDENT_FIELDS = (
-    "name", "device", "sst2_train_limit", "sst2_dev_limit", "max_seq_len_general", "corpus_max_blocks",
+    "name", "device", "train_limit", "dev_limit", "max_seq_len_general", "corpus_max_blocks",
     "general_epochs", "general_batch_size", "general_lr", "finetune_epochs", "finetune_batch_size",
-    "augment_n", "augment_k", "augment_limit", "task_intermediate_epochs", "task_prediction_epochs",
-    "task_batch_size", "log_every", "ablation_examples", "ablation_epochs", "ablation_seeds", "general_corpus",
-    "classifier_pooling", "finetune_lr", "task_lr_intermediate", "task_lr_prediction", "temperature", "scratch_lr",
+    "augment_n", "augment_k", "augment_limit", "intermediate_epochs", "prediction_epochs",
+    "intermediate_batch_size", "prediction_batch_size", "log_every", "ablation_examples", "ablation_epochs", "ablation_seeds", "general_corpus",
+    "classifier_pooling", "finetune_lr", "intermediate_lr", "prediction_lr", "temperature", "scratch_lr",
 )
 # The architecture: the same in smoke and cpu, so checked cells may show it (their outputs differ under gpu).
 ARCHITECTURE_FIELDS = ("teacher", "student")

@@ -215,7 +215,7 @@ def test_a_task_of_your_own_loads_from_any_path(tmp_path):
 def test_each_sentence_of_a_pair_is_augmented_the_other_kept(teacher):
     profile = tl.get_profile("smoke", augment_n=3, augment_k=4, augment_p=0.5, augment_limit=None)
     source = Dataset.from_dict(PAIRS)
-    out, stats = tl.augment.augment(source, teacher, profile, text_column=("sentence1", "sentence2"), progress=False)
+    out, stats = tl.augment.augment(source, teacher, **profile.augment_settings(), text_column=("sentence1", "sentence2"), progress=False)
     assert out.column_names == ["sentence1", "sentence2", "label", "is_original"]
     assert sum(out["is_original"]) == 3 and len(out) <= 3 * (2 * 3 + 1)
     assert stats.source == 3 and stats.rows == len(out)
@@ -230,25 +230,25 @@ def test_each_sentence_of_a_pair_is_augmented_the_other_kept(teacher):
         changed[diff[0]] += 1
     assert changed["sentence1"] > 0 and changed["sentence2"] > 0
     # the first sentence's new rows are those a one-column run gives (same seeds)
-    alone = tl.augment.augment(source.remove_columns("sentence2"), teacher, profile, text_column="sentence1", progress=False).dataset
+    alone = tl.augment.augment(source.remove_columns("sentence2"), teacher, **profile.augment_settings(), text_column="sentence1", progress=False).dataset
     assert [r["sentence1"] for r in out if r["sentence2"] in PAIRS["sentence2"] and not r["is_original"]
             and r["sentence1"] not in PAIRS["sentence1"]] == [s for s, o in zip(alone["sentence1"], alone["is_original"]) if not o]
 
 
 def test_folders_keep_sst2s_names_and_records_keep_sst2s_keys(tmp_path):
     names = {stage: pipeline.stage_dir(tmp_path, stage).name for stage in pipeline.STAGES}
-    assert names == {"general-distill": "general_student", "finetune-teacher": "teacher_sst2", "augment": "augmented_sst2",
-                     "task-intermediate": "task_step1", "task-prediction": "task_step2"}
+    assert names == {"general": "general_student", "finetune": "teacher_sst2", "augment": "augmented_sst2",
+                     "intermediate": "task_step1", "prediction": "task_step2"}
     assert [pipeline.stage_dir(tmp_path, stage, "mrpc").name for stage in pipeline.STAGES] == [
         "general_student", "teacher_mrpc", "augmented_mrpc", "task_step1_mrpc", "task_step2_mrpc"]
     # an SST-2 record has no task key, as before tasks existed, so SST-2 artifacts already built stay valid
-    assert tl.distill.task_record(get_task("sst2")) == {} and tl.distill.task_record(get_task("cola")) == {"task": "cola"}
+    assert tl.pipeline.task_record(get_task("sst2")) == {} and tl.pipeline.task_record(get_task("cola")) == {"task": "cola"}
 
 
 def test_cli_names_the_valid_tasks(capsys):
     from tinybert_lib.cli import main
 
-    assert main(["finetune-teacher", "--profile", "smoke", "--task", "qnli"]) == 2
+    assert main(["finetune", "--profile", "smoke", "--task", "qnli"]) == 2
     assert "unknown task 'qnli'; valid tasks: sst2, mrpc, rte, cola" in capsys.readouterr().err
 
 
@@ -256,7 +256,7 @@ def test_cli_names_the_valid_tasks(capsys):
 # Every stage, end to end, for each task (smoke profile, tiny limits, one shared general student)
 # --------------------------------------------------------------------------------------
 
-TINY = dict(sst2_train_limit=24, sst2_dev_limit=16, augment_limit=8, corpus_max_blocks=16, max_seq_len_general=32)
+TINY = dict(train_limit=24, dev_limit=16, augment_limit=8, corpus_max_blocks=16, max_seq_len_general=32)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +267,7 @@ def artifacts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("artifacts")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TINYBERT_DATA_DIR", str(MIRROR))
-        pipeline.run_stage("general-distill", tl.get_profile("smoke", **TINY), folder, "cpu")
+        pipeline.run_stage("general", tl.get_profile("smoke", **TINY), folder, "cpu")
     return folder
 
 
@@ -275,16 +275,16 @@ def artifacts(tmp_path_factory):
 def test_every_stage_runs_for_the_task(on_mirror, artifacts, name):
     task = get_task(name)
     profile = tl.get_profile("smoke", **TINY, task=name)
-    results = {stage: pipeline.run_stage(stage, profile, artifacts, "cpu") for stage in pipeline.STAGES[1:]}
-    for stage in pipeline.STAGES[1:]:
+    results = {stage: pipeline.run_stage(stage, profile, artifacts, "cpu") for stage in list(pipeline.STAGES)[1:]}
+    for stage in list(pipeline.STAGES)[1:]:
         assert pipeline.is_done(artifacts, stage, name), stage
     dev_keys = [f"dev_{m}" for m in task.metrics]
-    assert list(results["finetune-teacher"].metrics) == dev_keys
-    assert list(results["task-prediction"].metrics) == [*dev_keys, f"last_epoch_dev_{task.main_metric}"]
+    assert list(results["finetune"].metrics) == dev_keys
+    assert list(results["prediction"].metrics) == [*dev_keys, f"last_epoch_dev_{task.main_metric}"]
     augmented = results["augment"]
     assert augmented.column_names == [*task.text_fields, "label", "is_original"] and len(augmented) > 24
-    final = json.loads((pipeline.stage_dir(artifacts, "task-prediction", name) / "model" / "config.json").read_text())
+    final = json.loads((pipeline.stage_dir(artifacts, "prediction", name) / "model" / "config.json").read_text())
     assert list(final["id2label"].values()) == list(task.label_names)
-    assert pipeline.summary(artifacts, "task-prediction", name)["settings"]["task"] == name
+    assert pipeline.summary(artifacts, "prediction", name)["settings"]["task"] == name
     # SST-2's folders are untouched, the general student is the shared one
-    assert not pipeline.is_done(artifacts, "finetune-teacher") and not pipeline.is_done(artifacts, "task-prediction")
+    assert not pipeline.is_done(artifacts, "finetune") and not pipeline.is_done(artifacts, "prediction")

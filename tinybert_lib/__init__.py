@@ -59,7 +59,7 @@ __all__ = [
 LAZY_SUBMODULES: tuple[str, ...] = (
     "ablations", "atomic", "augment", "bench", "bert", "candidates", "checkpoints", "data", "data_setup", "deploy",
     "distill", "estimate", "evaluate", "exercises", "export", "losses", "pipeline", "plotting", "preflight",
-    "profiles", "quantization", "records", "runtime", "students", "task_runs", "tasks", "teachers", "training",
+    "profiles", "quantization", "records", "runtime", "stages", "students", "task_runs", "tasks", "teachers", "training",
 )
 
 

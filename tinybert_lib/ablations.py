@@ -41,7 +41,7 @@ from .atomic import atomic_write_text
 from .bert import Bert
 from .bench import inference_latency
 from .data import load_sst2, tokenize_task
-from .distill import gold_label_loss, max_length, task_distill
+from .distill import gold_label_loss, intermediate_distill, prediction_distill
 from .evaluate import accuracy
 from .export import export_hf
 from .losses import layer_map
@@ -104,7 +104,7 @@ def finetune_hard(student: Bert, train: Dataset, profile: Profile, epochs: int, 
     (batch, learning rate, accumulation, clipping: everything but the number of ``epochs``)."""
     tok = student.tokenizer
     task = get_task(task)
-    data = tokenize_task(train, task, tok, max_length(profile, task))
+    data = tokenize_task(train, task, tok, profile.max_length_for(task))
     config = FitConfig.for_stage(profile, "prediction", epochs=epochs)
     fit(modules={"student": student}, loss_fn=gold_label_loss(student), loader_for_epoch=config.loader_for_epoch(data, tok),
         config=config, device=device, desc="fine-tuning (hard labels)")
@@ -119,33 +119,36 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
     # The shared inputs (teacher, augmented set, general student) are the profile's own artifacts, built
     # with its seed; ``seed`` changes only this variant's training: its fresh weights and batch order.
     shared = get_profile(profile)
-    profile = shared.with_overrides(seed=seed, task_intermediate_epochs=shared.ablation_epochs,
-                                    task_prediction_epochs=shared.ablation_epochs)
+    profile = shared.with_overrides(seed=seed, intermediate_epochs=shared.ablation_epochs,
+                                    prediction_epochs=shared.ablation_epochs)
     if not variant.general:  # far from any solution: its own, larger learning rate for every step
-        profile = profile.with_overrides(task_lr_intermediate=profile.scratch_lr, task_lr_prediction=profile.scratch_lr)
+        profile = profile.with_overrides(intermediate_lr=profile.scratch_lr, prediction_lr=profile.scratch_lr)
     dev = pick_device(device or profile.device)
     teacher = teacher if teacher is not None else get_finetuned_teacher(shared, artifacts_dir, device)
     n = profile.ablation_examples
     originals = load_sst2("train", limit=n)
     train = first_examples(get_augmented_sst2(shared, artifacts_dir, device), n) if variant.augmented else originals
-    dev_set = load_sst2("dev", limit=profile.sst2_dev_limit)
+    dev_set = load_sst2("dev", limit=profile.dev_limit)
     set_seed(seed)
     if variant.general:
         student, projections = get_general_student(shared, artifacts_dir, device)
     else:
         student, projections = build_student(profile.student, teacher=teacher), None
     start = time.perf_counter()
+    length = profile.max_length_for("sst2")
     if variant.step1:
         mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers, variant.mapping)
-        student = task_distill(teacher, student, train, profile, "intermediate", dev_set=dev_set, projections=projections,
-                               mapping=mapping, weights=variant.weights, device=device).model
+        student = intermediate_distill(teacher, student, train, dev_set, "sst2", FitConfig.for_stage(profile, "intermediate"),
+                                       max_length=length, mapping=mapping, projections=projections,
+                                       weights=variant.weights, device=dev).model
     if student.config.num_labels == 0:
         student.add_classifier(teacher.config.num_labels, pooling=teacher.config.classifier_pooling,
                                label_names=teacher.config.label_names)
     if variant.step2 == "soft":
         # the last epoch, like the hard-label rows: every row is scored on the same dev set
-        student = task_distill(teacher, student, train, profile, "prediction", dev_set=dev_set, device=device,
-                               keep_best_epoch=False).model
+        student = prediction_distill(teacher, student, train, dev_set, "sst2", FitConfig.for_stage(profile, "prediction"),
+                                     max_length=length, temperature=profile.temperature, keep_best_epoch=False,
+                                     device=dev).model
     else:
         finetune_hard(student, train, profile, profile.ablation_epochs, dev)
     acc = accuracy(student, dev_set, max_length=profile.max_seq_len_task)
@@ -226,7 +229,7 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
     dev = pick_device(device or profile.device)
     names = variants or list(VARIANTS)
     teacher = get_finetuned_teacher(profile, artifacts_dir, device)
-    dev_set = load_sst2("dev", limit=profile.sst2_dev_limit)
+    dev_set = load_sst2("dev", limit=profile.dev_limit)
     sentences = dev_set["sentence"][:32]
     rows: list[dict[str, Any]] = []
 

@@ -20,10 +20,10 @@ new sentences by swapping words for likely alternatives::
    a single-piece word, the K nearest words by word vectors (GloVe in the paper) for a word
    split into several pieces (:class:`~tinybert_lib.candidates.WordCandidates`).
 3. An example therefore yields at most N_a + 1 rows (itself included). Paper values:
-   p_t = 0.4, N_a = 20, K = 15 (``profile.augment_p``, ``augment_n``, ``augment_k``).
+   p_t = 0.4, N_a = 20, K = 15 (``augment(p=, n=, k=)``; a profile's ``augment_p``, ``augment_n``, ``augment_k``).
 
 :func:`augment_rows` is that loop, given any candidate function; :func:`augment` builds the
-paper's candidate function from a teacher (or a masked-LM) and a profile, and returns the new
+paper's candidate function from a teacher (or a masked-LM) and runs it, and returns the new
 table with what the run did (:class:`AugmentStats`).
 
 The labels of the new sentences are *not* trusted: a swap can flip the meaning ("good" ->
@@ -32,9 +32,9 @@ computed later, not on the copied gold label. The gold ``label`` is copied only 
 stays usable (and the real rows are marked with ``is_original``).
 
 Reproducibility: all randomness comes from ``random.Random`` objects local to the call, one per
-source example seeded from ``(profile.seed, example index)`` (:func:`example_rng`), so the same
+source example seeded from ``(seed, example index)`` (:func:`example_rng`), so the same
 call gives the same set, and the first 100 examples are augmented identically whatever
-``augment_limit`` is. The candidates are deterministic too (the masked-LM runs in eval mode).
+``limit`` is. The candidates are deterministic too (the masked-LM runs in eval mode).
 
 Saving and reusing an augmented set is the pipeline's job: its ``augmented_sst2/`` folder is
 the cache (see :func:`tinybert_lib.pipeline.run_augmentation`).
@@ -66,7 +66,6 @@ from .candidates import (
     mlm_candidates,
     whole_word_ids,
 )
-from .profiles import Profile, get_profile
 from .runtime import pick_device
 
 logger = logging.getLogger(__name__)
@@ -248,9 +247,13 @@ class AugmentResult(NamedTuple):
 def augment(
     dataset: Dataset,
     teacher_or_mlm: Union[Bert, str, Path, torch.nn.Module],
-    profile: Union[Profile, str],
-    device: Optional[torch.device | str] = None,
     *,
+    p: float = 0.4,
+    n: int = 20,
+    k: int = 15,
+    limit: Optional[int] = None,
+    seed: int = 42,
+    device: Optional[torch.device | str] = None,
     tokenizer: Any = None,
     text_column: str | Sequence[str] = "sentence",
     batch_size: int = 64,
@@ -260,12 +263,13 @@ def augment(
 ) -> AugmentResult:
     """TinyBERT's data augmentation (Algorithm 1) of a sentence dataset such as SST-2, or of sentence pairs.
 
-    Augments the first ``profile.augment_limit`` rows (all when ``None``) with
-    :func:`augment_rows`: ``profile.augment_n`` draws at replacement probability
-    ``profile.augment_p``, ``profile.augment_k`` candidates per word from
+    Augments the first ``limit`` rows (all when ``None``) with :func:`augment_rows`: ``n`` draws
+    (N_a) at replacement probability ``p`` (p_t), ``k`` candidates per word (K) from
     :class:`~tinybert_lib.candidates.WordCandidates` (masked-LM for single-piece words when
     ``teacher_or_mlm`` has one, embedding neighbours otherwise; see
-    :func:`~tinybert_lib.candidates.candidate_source` for what it may be).
+    :func:`~tinybert_lib.candidates.candidate_source` for what it may be). The paper's values are
+    the defaults; a profile's are ``augment_p``, ``augment_n``, ``augment_k``, ``augment_limit``.
+    Each source row's draws are seeded from ``(seed, row index)``.
 
     ``text_column``: the column to augment, or several (a pair: ``("sentence1", "sentence2")``).
     As the authors' script does for pairs, each sentence is augmented in turn. (Their script
@@ -275,30 +279,27 @@ def augment(
 
     Returns ``(dataset, stats)``: the source's columns plus ``is_original`` (bool), each source
     row first, then its distinct new rows with ``label`` (and other columns) copied; at most
-    ``augment_n + 1`` rows per source row, ``2 * augment_n + 1`` for a pair. ``stats`` is an
-    :class:`AugmentStats`.
+    ``n + 1`` rows per source row, ``2 * n + 1`` for a pair. ``stats`` is an :class:`AugmentStats`.
 
     ``device``: where the MLM and neighbour search run (default: where the model already is).
     ``batch_size``: masked copies per MLM forward pass; ``chunk_size``: sentences whose
     candidates are computed together.
     """
-    profile = get_profile(profile)
     text_columns = [text_column] if isinstance(text_column, str) else list(text_column)
     missing = [c for c in text_columns if c not in dataset.column_names]
     if missing or not text_columns:
         raise ValueError(f"dataset has no column {(missing or [''])[0]!r}; columns: {dataset.column_names}")
     if "is_original" in dataset.column_names:
         raise ValueError("dataset already has an 'is_original' column: it looks augmented already.")
-    n_src = len(dataset) if profile.augment_limit is None else min(profile.augment_limit, len(dataset))
+    n_src = len(dataset) if limit is None else min(limit, len(dataset))
     source = dataset.select(range(n_src)) if n_src < len(dataset) else dataset
     if isinstance(device, str):
         device = pick_device(device)  # "auto" too
 
     src = candidate_source(teacher_or_mlm, tokenizer)
     started = time.perf_counter()
-    with WordCandidates(src, profile.augment_k, device, batch_size, context_copy) as candidates_for:
-        result = augment_rows(source, candidates_for, profile.augment_p, profile.augment_n, profile.seed, text_columns,
-                              chunk_size, progress)
+    with WordCandidates(src, k, device, batch_size, context_copy) as candidates_for:
+        result = augment_rows(source, candidates_for, p, n, seed, text_columns, chunk_size, progress)
     stats = AugmentStats(n_src, len(result), round(time.perf_counter() - started, 3), candidates_for.mlm_words,
                          candidates_for.neighbour_words)
     logger.info(

@@ -247,7 +247,9 @@ class Bert(nn.Module):
 
     Parameter names match ``transformers.BertForSequenceClassification`` (``bert.*``,
     ``classifier.*``), so Hugging Face checkpoints load and export without renaming.
-    The tokenizer that goes with the weights is attached as ``model.tokenizer`` by the loaders.
+    The loaders set two attributes besides the weights: ``model.tokenizer``, the tokenizer that goes
+    with them, and ``model.source``, the name or folder they were loaded from (augmentation looks
+    there for a masked-LM head).
     """
 
     def __init__(self, cfg: BertConfig) -> None:
@@ -258,6 +260,7 @@ class Bert(nn.Module):
             self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
             self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
         self.tokenizer: Any = None
+        self.source: Optional[str] = None
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -341,7 +341,7 @@ def candidate_source(teacher_or_mlm: Any, tokenizer: Any = None) -> CandidateSou
         tok = tokenizer if tokenizer is not None else model.tokenizer
         if tok is None:
             raise ValueError("the teacher has no .tokenizer: load it with load_teacher(...) or pass tokenizer=...")
-        source = getattr(model, "source", None)
+        source = model.source
         mlm, folder = None, None
         if source:
             try:

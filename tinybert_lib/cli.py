@@ -12,10 +12,11 @@ import logging
 import sys
 import time
 
-from .pipeline import STAGES, run_stage, stage_dir
+from .pipeline import PipelineRun
 from .preflight import ProfileNotReadyError, check_ready
 from .profiles import PROFILES, for_task, get_profile
 from .records import StaleArtifactError
+from .stages import STAGES, stage_dir
 from .tasks import TASKS
 from .runtime import is_main_process
 from .checkpoints import CheckpointError
@@ -23,7 +24,8 @@ from .checkpoints import CheckpointError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinybert_lib run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=STAGES + ("all",), help="the stage to run ('all' runs them in order)")
+    parser.add_argument("stage", choices=(*STAGES, "all"),
+                        help="the stage to run ('all' runs them in order): " + ", ".join(f"{s.name} ({s.title})" for s in STAGES.values()))
     parser.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--task", default=None,
                         help=f"the task: one of {', '.join(TASKS)} (default: the profile's, sst2)")
@@ -46,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except ProfileNotReadyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    run = PipelineRun(profile, artifacts, args.device)  # each stage built or read once, handed to the next
     for stage in STAGES if args.stage == "all" else (args.stage,):
         start = time.perf_counter()
         try:
-            result = run_stage(stage, profile, artifacts, args.device, rebuild=args.rebuild)
+            result = run.get(stage, rebuild=args.rebuild)
         except (StaleArtifactError, CheckpointError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -32,6 +32,7 @@ from .data_setup import EXPECTED_ROWS
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .profiles import Profile, get_profile
 from .students import STUDENT_PRESETS
+from .stages import TRAINING_STAGES
 from .training import FitConfig
 
 # Shapes of teachers the profiles name (weights are not needed to count FLOPs).
@@ -64,8 +65,8 @@ def general_blocks(profile: Profile | str) -> int:
 
 def step_flops(teacher_cfg: BertConfig, student_cfg: BertConfig, batch_size: int, seq_len: int, stage: str) -> float:
     """FLOPs of one training step of ``stage`` (``general``, ``intermediate``, ``prediction``, ``finetune``)."""
-    if stage not in {"general", "intermediate", "prediction", "finetune"}:
-        raise ValueError(f"unknown stage {stage!r}: use general, intermediate, prediction or finetune")
+    if stage not in TRAINING_STAGES:
+        raise ValueError(f"unknown stage {stage!r}: use {', '.join(TRAINING_STAGES)}")
     with torch.device("meta"):
         teacher = Bert(replace(teacher_cfg, num_labels=0 if stage == "general" else 2))
         student = Bert(replace(student_cfg, vocab_size=teacher_cfg.vocab_size, num_labels=2 if stage == "prediction" else 0))
@@ -113,7 +114,7 @@ def stage_estimates(profile: Profile | str, sustained_tflops: float, min_step_se
     if teacher_cfg is None:
         raise ValueError(f"no shape known for teacher {p.teacher!r}; known: {', '.join(TEACHER_CONFIGS)}")
     student_cfg = STUDENT_PRESETS[p.student]
-    sst2_rows = p.sst2_train_limit or SST2_TRAIN_ROWS
+    sst2_rows = p.train_limit or SST2_TRAIN_ROWS
     augmented = min(sst2_rows, p.augment_limit or sst2_rows)
     aug_rows = augmented_rows or augmented * (p.augment_n + 1) + sst2_rows - augmented
     sst2_len = min(p.max_seq_len_task, SST2_MEAN_TOKENS * 1.04)

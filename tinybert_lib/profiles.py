@@ -25,9 +25,9 @@ class Profile:
     # the task teacher fine-tuning, augmentation and task distillation work on (tinybert_lib.tasks:
     # sst2, mrpc, rte, cola, or one registered); SST-2 is the lessons' main thread
     task: str = "sst2"
-    # the first rows of the task's train and dev files (named for SST-2, they limit any task)
-    sst2_train_limit: Optional[int] = None
-    sst2_dev_limit: Optional[int] = None
+    # the first rows of the task's train and dev files
+    train_limit: Optional[int] = None
+    dev_limit: Optional[int] = None
     max_seq_len_general: int = 128
     max_seq_len_task: int = 64
     max_seq_len_pair: int = 128  # a sentence pair's length (the paper: 64 for single sentences, 128 for pairs)
@@ -50,12 +50,13 @@ class Profile:
     augment_n: int = 20
     augment_k: int = 15
     augment_limit: Optional[int] = None
-    # stage 2: task distillation
-    task_intermediate_epochs: int = 10
-    task_prediction_epochs: int = 3
-    task_batch_size: int = 32
-    task_lr_intermediate: float = 5e-5
-    task_lr_prediction: float = 3e-5
+    # stage 2: task distillation, step 1 (intermediate layers) and step 2 (prediction layer)
+    intermediate_epochs: int = 10
+    intermediate_batch_size: int = 32
+    intermediate_lr: float = 5e-5
+    prediction_epochs: int = 3
+    prediction_batch_size: int = 32
+    prediction_lr: float = 3e-5
     temperature: float = 1.0
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -74,6 +75,14 @@ class Profile:
         check_general_corpus(self.general_corpus)  # a typo fails here, not an hour into a run
         get_task(self.task)
 
+    def max_length_for(self, task: Any) -> int:
+        """Tokens per example of ``task``: ``max_seq_len_pair`` for a sentence pair, ``max_seq_len_task`` otherwise."""
+        return self.max_seq_len_pair if get_task(task).is_pair else self.max_seq_len_task
+
+    def augment_settings(self) -> dict[str, Any]:
+        """This profile's Algorithm 1 settings, as :func:`~tinybert_lib.augment.augment`'s keywords."""
+        return dict(p=self.augment_p, n=self.augment_n, k=self.augment_k, limit=self.augment_limit, seed=self.seed)
+
     def with_overrides(self, **overrides: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""
         known = {f.name for f in fields(self)}
@@ -86,10 +95,10 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # CI and nbval: every lesson end to end in minutes on 2 CPU cores. Numbers mean nothing.
     "smoke": Profile(
-        name="smoke", sst2_train_limit=256, sst2_dev_limit=128, max_seq_len_general=64, corpus_max_blocks=64,
+        name="smoke", train_limit=256, dev_limit=128, max_seq_len_general=64, corpus_max_blocks=64,
         general_epochs=1, general_batch_size=16, finetune_epochs=1, finetune_batch_size=16,
-        augment_n=2, augment_k=5, augment_limit=32, task_intermediate_epochs=1, task_prediction_epochs=1,
-        task_batch_size=16, log_every=2, ablation_examples=16, ablation_seeds=1,
+        augment_n=2, augment_k=5, augment_limit=32, intermediate_epochs=1, prediction_epochs=1,
+        intermediate_batch_size=16, prediction_batch_size=16, log_every=2, ablation_examples=16, ablation_seeds=1,
     ),
     # A learner's laptop (2-4 cores, ~2 hours): all of SST-2, one epoch over all of WikiText-2 for
     # general distillation, a reduced augmentation budget (the paper's N_a = 20 would take days on a
@@ -105,7 +114,7 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu", device="cpu", max_seq_len_general=128, corpus_max_blocks=None, general_epochs=1, general_lr=6e-4,
         classifier_pooling="mean", finetune_epochs=1, finetune_lr=3e-5, augment_n=1, augment_k=8, augment_limit=20000,
-        task_intermediate_epochs=1, task_lr_intermediate=1e-3, task_prediction_epochs=1, task_lr_prediction=1e-4,
+        intermediate_epochs=1, intermediate_lr=1e-3, prediction_epochs=1, prediction_lr=1e-4,
         # 6,000 SST-2 rows per variant (333 steps per step with their augmentations): with this recipe's
         # rates every row leaves the one-class regime (seed 42: no distillation 59.1%, prediction KD only
         # 60.0%, general student + fine-tuning 63.4%, TinyBERT 80.7%; majority 50.9%). From those runs' times
@@ -120,8 +129,8 @@ PROFILES: dict[str, Profile] = {
     # GPUs: the batch sizes are global, see README "Scaling up".
     "gpu": Profile(
         name="gpu", teacher="bert-base-uncased", student="tinybert-4l-312d", device="cuda", general_corpus="wikitext-103",
-        general_epochs=3, general_batch_size=256, general_lr=5e-5, task_intermediate_epochs=10,
-        task_prediction_epochs=3, ablation_examples=20000, ablation_epochs=3, ablation_seeds=3,
+        general_epochs=3, general_batch_size=256, general_lr=5e-5, intermediate_epochs=10,
+        prediction_epochs=3, ablation_examples=20000, ablation_epochs=3, ablation_seeds=3,
     ),
 }
 
@@ -147,7 +156,7 @@ def get_profile(name: str, **overrides: Any) -> Profile:
 #: so that the three tasks stay within 45 minutes (lesson 13). The paper's 20 epochs of step 1 are out of reach.
 TASK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     # smoke: every code path on a few dozen rows per task (lesson 13 runs three tasks under make test)
-    "smoke": {name: dict(sst2_train_limit=48, sst2_dev_limit=32, augment_limit=16) for name in ("mrpc", "rte", "cola")},
+    "smoke": {name: dict(train_limit=48, dev_limit=32, augment_limit=16) for name in ("mrpc", "rte", "cola")},
     "cpu": {
         "mrpc": dict(finetune_epochs=3, finetune_batch_size=16, augment_limit=1000),
         "rte": dict(finetune_epochs=3, finetune_batch_size=16, augment_limit=1000),

@@ -88,6 +88,23 @@ def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[
     return [f"{k}: {_show(old.get(k))} -> {_show(new.get(k))}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+#: Profile fields renamed since artifacts were first recorded: a record that holds the old name is
+#: read with the new one, so a renaming alone never makes an artifact stale.
+RENAMED_FIELDS = {"task_intermediate_epochs": "intermediate_epochs", "task_lr_intermediate": "intermediate_lr",
+                  "task_prediction_epochs": "prediction_epochs", "task_lr_prediction": "prediction_lr"}
+
+
+def _with_current_names(recorded: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``recorded`` with renamed profile fields under their current names (``task_batch_size``, once
+    shared by both task-distillation steps, becomes the batch size of the step the record is of)."""
+    fields = recorded.get("profile")
+    if not isinstance(fields, Mapping) or not set(fields) & {*RENAMED_FIELDS, "task_batch_size"}:
+        return recorded
+    step = "intermediate" if "intermediate" in str(recorded.get("stage", "")) else "prediction"
+    names = {**RENAMED_FIELDS, "task_batch_size": f"{step}_batch_size"}
+    return {**recorded, "profile": {names.get(k, k): v for k, v in fields.items()}}
+
+
 def check_reuse(folder: str | Path, recorded: Mapping[str, Any] | None, wanted: Mapping[str, Any], what: str) -> None:
     """Raise :class:`StaleArtifactError` unless ``recorded`` settings are the ``wanted`` ones."""
     how = (f"delete {folder} or rebuild it (rebuild=True in Python, --rebuild on the command line: "
@@ -96,7 +113,7 @@ def check_reuse(folder: str | Path, recorded: Mapping[str, Any] | None, wanted: 
         raise StaleArtifactError(
             f"{what} in {folder} has no record of the settings that built it (written by an older version of the "
             f"course), so it cannot be checked against the ones asked for now; {how}.")
-    diff = differences(recorded, wanted)
+    diff = differences(_with_current_names(recorded), wanted)
     if diff:
         raise StaleArtifactError(
             f"{what} in {folder} was built with other settings than the ones asked for now: "

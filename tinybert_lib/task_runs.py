@@ -18,10 +18,12 @@ from typing import Any, Optional
 
 from .ablations import finetune_hard, standard_error
 from .data import load_task
-from .distill import max_length, task_distill
+from .distill import prediction_distill
 from .evaluate import evaluate_task
-from .pipeline import STAGES, get_augmented, get_finetuned_teacher, get_general_student, run_stage, run_task_distillation
+from .pipeline import PipelineRun, get_general_student
 from .profiles import Profile, for_task
+from .stages import STAGES
+from .training import FitConfig
 from .runtime import pick_device, set_seed
 from .tasks import get_task
 
@@ -39,11 +41,11 @@ def label_baseline(profile: Profile, artifacts_dir: str | Path, seed: int, devic
     student = copy.deepcopy(get_general_student(profile, artifacts_dir, device)[0])
     set_seed(seed)  # the fresh head and the batch order
     student.add_classifier(task.num_labels, pooling=profile.classifier_pooling, label_names=task.label_names)
-    train = load_task(task, "train", limit=profile.sst2_train_limit)
-    finetune_hard(student, train, profile.with_overrides(seed=seed), profile.task_prediction_epochs,
+    train = load_task(task, "train", limit=profile.train_limit)
+    finetune_hard(student, train, profile.with_overrides(seed=seed), profile.prediction_epochs,
                   pick_device(device or profile.device), task)
-    dev = load_task(task, "dev", limit=profile.sst2_dev_limit)
-    return evaluate_task(student, dev, task, max_length=max_length(profile, task))
+    dev = load_task(task, "dev", limit=profile.dev_limit)
+    return evaluate_task(student, dev, task, max_length=profile.max_length_for(task))
 
 
 def _scores(metrics: dict[str, float]) -> dict[str, float]:
@@ -60,26 +62,23 @@ def run_task(profile: Profile | str, artifacts_dir: str | Path, task: str, devic
     """
     p = for_task(profile, task)
     t = get_task(task)
-    dev = load_task(t, "dev", limit=p.sst2_dev_limit)
+    dev = load_task(t, "dev", limit=p.dev_limit)
     seeds = seeds if seeds is not None else (p.ablation_seeds if len(dev) < SMALL_DEV else 1)
     seconds: dict[str, float] = {}
-    results: dict[str, Any] = {}
+    run = PipelineRun(p, artifacts_dir, device)  # each stage built or read once, handed to the next
     for stage in STAGES:
         start = time.perf_counter()
-        results[stage] = run_stage(stage, p, artifacts_dir, device)
+        run.get(stage)
         seconds[stage] = time.perf_counter() - start
-    teacher_metrics = _scores(results["finetune-teacher"].metrics)
-    students = [_scores(results["task-prediction"].metrics)]
+    teacher_metrics = _scores(run.get("finetune").metrics)
+    students = [_scores(run.get("prediction").metrics)]
     start = time.perf_counter()
-    if seeds > 1:
-        teacher = get_finetuned_teacher(p, artifacts_dir, device)
-        step1 = run_task_distillation(p, artifacts_dir, "intermediate", device).model
-        train = get_augmented(p, artifacts_dir, device)
-        for seed in range(p.seed + 1, p.seed + seeds):
-            set_seed(seed)
-            run = task_distill(teacher, copy.deepcopy(step1), train, p.with_overrides(seed=seed), "prediction",
-                               dev_set=dev, device=device, task=t)
-            students.append(_scores(run.metrics))
+    for seed in range(p.seed + 1, p.seed + seeds):
+        other = p.with_overrides(seed=seed)
+        result = prediction_distill(run.get("finetune").model, copy.deepcopy(run.get("intermediate").model), run.get("augment"),
+                                    dev, t, FitConfig.for_stage(other, "prediction"), max_length=p.max_length_for(t),
+                                    temperature=p.temperature, device=run.device)
+        students.append(_scores(result.metrics))
     seconds["step 2, other seeds"] = time.perf_counter() - start
     start = time.perf_counter()
     baselines = [label_baseline(p, artifacts_dir, seed, device) for seed in range(p.seed, p.seed + seeds)]

@@ -53,6 +53,7 @@ from .data import make_loader
 from .profiles import Profile
 from .records import check_reuse
 from .runtime import is_main_process, keep_freed_memory, process_index, world_size
+from .stages import STAGES, TRAINING_STAGES
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,9 @@ LossFn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 #: ``log_every`` is not among them: it changes how a run is watched, not what it gives.
 COMMON_FIELDS = ("seed", "warmup_ratio", "weight_decay", "max_grad_norm", "grad_accum_steps")
 
-#: The profile fields that give each stage its epochs, batch size and learning rate, in the order
-#: the stage's settings record lists them.
-STAGE_FIELDS: dict[str, dict[str, str]] = {
-    "general": {"epochs": "general_epochs", "batch_size": "general_batch_size", "lr": "general_lr"},
-    "finetune": {"epochs": "finetune_epochs", "batch_size": "finetune_batch_size", "lr": "finetune_lr"},
-    "intermediate": {"epochs": "task_intermediate_epochs", "lr": "task_lr_intermediate", "batch_size": "task_batch_size"},
-    "prediction": {"epochs": "task_prediction_epochs", "lr": "task_lr_prediction", "batch_size": "task_batch_size"},
-}
+#: The profile fields that give each training stage its epochs, batch size and learning rate
+#: (``<stage>_epochs``, ``<stage>_batch_size``, ``<stage>_lr``: see :mod:`~tinybert_lib.stages`).
+STAGE_FIELDS: dict[str, dict[str, str]] = {name: STAGES[name].fit_fields for name in TRAINING_STAGES}
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ class FitConfig:
 
     @classmethod
     def for_stage(cls, profile: Profile, stage: str, **overrides: Any) -> "FitConfig":
-        """The run of ``stage`` (``general``, ``finetune``, ``intermediate``, ``prediction``) under ``profile``.
+        """The run of training ``stage`` (``general``, ``finetune``, ``intermediate``, ``prediction``) under ``profile``.
 
         ``overrides`` change fields of the result, e.g. ``epochs=1`` for a shorter run at a stage's settings.
         """

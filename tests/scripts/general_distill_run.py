@@ -1,7 +1,7 @@
 """A smoke-sized general distillation, run by ``tests/test_accelerate.py``.
 
 Started plainly (one process) or under ``accelerate launch --cpu --num_processes 2``; the code
-path is the library's own ``general_distill``. Dropout is off so that one process and two
+path is the library's own stage 1 (``pipeline.run_general_distillation``). Dropout is off so that one process and two
 processes on the same global batch must give the same weights. Each process records the
 blocks its student was trained on and, at each optimiser step, the gradients the optimiser
 applies (the sum and norm of each parameter's) in ``seen_<rank>_<attempt>.json``; the main
@@ -21,7 +21,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tinybert_lib import build_student, load_teacher
 from tinybert_lib.data import corpus_blocks
-from tinybert_lib.distill import general_distill
+from tinybert_lib.pipeline import run_general_distillation, stage_dir
 from tinybert_lib.profiles import get_profile
 from tinybert_lib.runtime import is_main_process, process_index, set_seed, world_size
 from tinybert_lib.students import student_config
@@ -67,8 +67,8 @@ def main() -> int:
     hook = register_optimizer_step_pre_hook(record_gradients)  # every optimiser: the one fit makes
     status = "finished"
     try:
-        result = general_distill(teacher, student, corpus, profile, out_dir=out / "stage", device="cpu",
-                                 stop_after=args.stop_after)
+        result = run_general_distillation(profile, out / "stage", "cpu", args.stop_after, teacher=teacher, student=student,
+                                          corpus=corpus, valid=corpus)
         print(f"trained {result.train.steps} steps in {result.train.seconds:.1f} s on {world_size()} process(es)",
               file=sys.stderr)
     except Interrupted:
@@ -79,7 +79,7 @@ def main() -> int:
     (out / f"seen_{process_index()}_{attempt}.json").write_text(json.dumps(record))
     if is_main_process() and status == "finished":
         save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, str(out / "student.safetensors"))
-        state = json.loads((out / "stage" / "checkpoint" / "state.json").read_text())
+        state = json.loads((stage_dir(out / "stage", "general") / "checkpoint" / "state.json").read_text())
         (out / "history.json").write_text(json.dumps(state["history"]))
     print(f"process {process_index()} of {world_size()}: {status}, {len(seen)} rows", file=sys.stderr)
     return 0
