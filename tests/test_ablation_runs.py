@@ -43,3 +43,24 @@ def test_hard_label_rows_train_at_step_2s_settings(teacher, monkeypatch):
     assert (config.epochs, config.lr, config.batch_size, config.seed) == (3, 7e-5, 4, 5)
     assert config == FitConfig.for_stage(profile, "prediction", epochs=3)
     assert len(seen["loader_for_epoch"](0)) == 2  # 8 rows in batches of 4
+
+
+def test_each_label_only_baseline_trains_at_its_own_rate(teacher, monkeypatch):
+    """The general student fine-tuned on labels trains at ``ablation_finetune_lr``, a random student at ``scratch_lr``."""
+    import copy
+
+    rates = []
+    rows = Dataset.from_dict({"sentence": ["a fine film .", "bad ."] * 4, "label": [1, 0] * 4})
+    monkeypatch.setattr(ablations, "get_general_student", lambda *a, **k: (tl.build_student("minilm-3l-192d", teacher=teacher), None))
+    monkeypatch.setattr(ablations, "load_sst2", lambda split, limit=None: rows)
+    monkeypatch.setattr(ablations, "finetune_hard", lambda student, train, profile, epochs, device: rates.append(profile.prediction_lr))
+    monkeypatch.setattr(ablations, "accuracy", lambda *a, **k: 0.5)
+    profile = tl.get_profile("smoke", ablation_finetune_lr=7e-4, scratch_lr=2e-4, prediction_lr=1e-5)
+    tuned = copy.deepcopy(teacher).add_classifier(2)
+    for name in ("general student + fine-tuning", "no distillation (fine-tune)"):
+        ablations.run_variant(ablations.VARIANTS[name], profile, "unused", seed=1, device="cpu", teacher=tuned)
+    assert rates == [7e-4, 2e-4]
+    rates.clear()  # without a rate of its own, step 2's
+    ablations.run_variant(ablations.VARIANTS["general student + fine-tuning"], profile.with_overrides(ablation_finetune_lr=None),
+                          "unused", seed=1, device="cpu", teacher=tuned)
+    assert rates == [1e-5]

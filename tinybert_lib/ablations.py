@@ -123,6 +123,9 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
                                     prediction_epochs=shared.ablation_epochs)
     if not variant.general:  # far from any solution: its own, larger learning rate for every step
         profile = profile.with_overrides(intermediate_lr=profile.scratch_lr, prediction_lr=profile.scratch_lr)
+    elif not variant.step1 and variant.step2 == "hard" and profile.ablation_finetune_lr is not None:
+        # the general student fine-tuned on the labels alone: a baseline with its own rate, as the paper tunes each
+        profile = profile.with_overrides(prediction_lr=profile.ablation_finetune_lr)
     dev = pick_device(device or profile.device)
     teacher = teacher if teacher is not None else get_finetuned_teacher(shared, artifacts_dir, device)
     n = profile.ablation_examples
