@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from tinybert_lib.ablations import chance_corrected, compare, standard_error, sweep_figure
+from tinybert_lib.ablations import _chance_corrected, compare, standard_error, sweep_figure
 
 
 def test_standard_error_is_the_sample_sd_over_root_n():
@@ -17,10 +17,10 @@ def test_standard_error_is_the_sample_sd_over_root_n():
 
 
 def test_chance_corrected_is_zero_for_one_class_and_one_for_the_teacher():
-    assert chance_corrected(0.509, majority=0.509, teacher=0.889) == 0.0
-    assert chance_corrected(0.889, majority=0.509, teacher=0.889) == pytest.approx(1.0)
-    assert chance_corrected(0.699, majority=0.509, teacher=0.889) == pytest.approx(0.5)
-    assert math.isnan(chance_corrected(0.6, majority=0.5, teacher=0.5))
+    assert _chance_corrected(0.509, majority=0.509, teacher=0.889) == 0.0
+    assert _chance_corrected(0.889, majority=0.509, teacher=0.889) == pytest.approx(1.0)
+    assert _chance_corrected(0.699, majority=0.509, teacher=0.889) == pytest.approx(0.5)
+    assert math.isnan(_chance_corrected(0.6, majority=0.5, teacher=0.5))
 
 
 def _results(**rows):

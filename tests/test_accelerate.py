@@ -124,7 +124,7 @@ def test_gradient_accumulation_equals_the_larger_batch(teacher, tmp_path):
     from tinybert_lib.distill import general_distill
     from tinybert_lib.profiles import get_profile
     from tinybert_lib.runtime import set_seed
-    from tinybert_lib.students import student_config
+    from tinybert_lib.students import _student_config
     from tinybert_lib.training import FitConfig
 
     corpus = corpus_blocks(teacher.tokenizer, 32, split="train", max_blocks=16)
@@ -133,7 +133,7 @@ def test_gradient_accumulation_equals_the_larger_batch(teacher, tmp_path):
         profile = get_profile("smoke", general_batch_size=batch, grad_accum_steps=accumulate, general_lr=1e-3,
                               warmup_ratio=0.0, log_every=1)
         set_seed(profile.seed)
-        cfg = student_config("minilm-3l-192d", teacher)
+        cfg = _student_config("minilm-3l-192d", teacher)
         cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
         student = build_student(cfg, teacher=teacher)
         result = general_distill(teacher, student, corpus, FitConfig.for_stage(profile, "general"), device="cpu")

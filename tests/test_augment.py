@@ -217,7 +217,7 @@ def test_augment_rows_takes_any_candidate_function(sst2_8):
 def test_the_saved_set_is_the_cache(teacher, sst2_8, profile, tmp_path, monkeypatch):
     """The pipeline's augmented_sst2/ folder is the cache: reused with the same settings, refused with others."""
     small = profile.with_overrides(train_limit=8)
-    first = pipeline.run_augmentation(small, tmp_path, device="cpu")
+    first = pipeline._run_augmentation(small, tmp_path, device="cpu")
     assert [p.name for p in tmp_path.iterdir()] == ["augmented_sst2"]  # no temp folder left
     assert first.to_dict() == A.augment(sst2_8, teacher, **small.augment_settings(), progress=False).dataset.to_dict()
     recorded = pipeline.augmentation_stats(tmp_path)
@@ -226,18 +226,18 @@ def test_the_saved_set_is_the_cache(teacher, sst2_8, profile, tmp_path, monkeypa
     calls = []
     real = A.replace_words
     monkeypatch.setattr(A, "replace_words", lambda *a, **k: calls.append(1) or real(*a, **k))
-    second = pipeline.run_augmentation(small, tmp_path, device="cpu")
+    second = pipeline._run_augmentation(small, tmp_path, device="cpu")
     assert calls == []  # loaded, not recomputed
     assert second.to_dict() == first.to_dict()
     assert A.augment_stats(second) == A.augment_stats(first)
     # Different settings: the stale rows are never reused silently; the change is named, and a rebuild computes afresh.
     changed = small.with_overrides(augment_p=0.6)
     with pytest.raises(StaleArtifactError, match=r"augment_p: 0\.4 -> 0\.6"):
-        pipeline.run_augmentation(changed, tmp_path, device="cpu")
+        pipeline._run_augmentation(changed, tmp_path, device="cpu")
     assert calls == []
-    rebuilt = pipeline.run_augmentation(changed, tmp_path, device="cpu", rebuild=True)
+    rebuilt = pipeline._run_augmentation(changed, tmp_path, device="cpu", rebuild=True)
     assert calls and rebuilt.to_dict() != first.to_dict()
-    assert pipeline.run_augmentation(changed, tmp_path, device="cpu").to_dict() == rebuilt.to_dict()
+    assert pipeline._run_augmentation(changed, tmp_path, device="cpu").to_dict() == rebuilt.to_dict()
 
 
 def test_augment_rejects_unknown_sources(sst2_8, profile):

@@ -47,7 +47,7 @@ def sst2_dev_tokenized(tokenizer) -> Dataset:
     old = os.environ.get("TINYBERT_DATA_DIR")
     os.environ["TINYBERT_DATA_DIR"] = str(MIRROR)
     try:
-        return data.tokenize_sst2(data.load_sst2("dev"), tokenizer)
+        return data.tokenize_task(data.load_sst2("dev"), "sst2", tokenizer)
     finally:
         if old is None:
             del os.environ["TINYBERT_DATA_DIR"]
@@ -140,7 +140,7 @@ def test_offline_without_mirror_raises_one_clear_error(tmp_path: Path, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     calls: list[tuple] = []
-    monkeypatch.setattr(data_setup, "load_dataset", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(data_setup, "_load_dataset", lambda *a, **k: calls.append(a))
     with pytest.raises(data_setup.DataNotFoundError) as err:
         data_setup.prepare_data(target=tmp_path / "data")
     assert isinstance(err.value, FileNotFoundError)
@@ -156,7 +156,7 @@ def test_hub_failure_without_mirror_raises_data_not_found(
     def unreachable(*args, **kwargs):
         raise ConnectionError("no route to huggingface.co")
 
-    monkeypatch.setattr(data_setup, "load_dataset", unreachable)
+    monkeypatch.setattr(data_setup, "_load_dataset", unreachable)
     with pytest.raises(data_setup.DataNotFoundError, match="DATA_MIRROR") as err:
         data_setup.prepare_data(target=tmp_path / "data")
     assert "make data" in str(err.value)
@@ -194,7 +194,7 @@ def test_hub_fallback_writes_the_mirror_format(tmp_path: Path, monkeypatch: pyte
         calls.append((name, config))
         return hubs[(name, config)]
 
-    monkeypatch.setattr(data_setup, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(data_setup, "_load_dataset", fake_load_dataset)
     target = tmp_path / "data"
     report = data_setup.prepare_data(target=target)
     assert {s.action for s in report.values()} == {"downloaded"}

@@ -132,8 +132,8 @@ def test_first_examples_keeps_whole_source_groups():
 
     rows = Dataset.from_dict({"sentence": list("abcdefg"), "label": [0] * 7,
                               "is_original": [True, False, False, True, True, False, True]})
-    assert tl.ablations.first_examples(rows, 2)["sentence"] == list("abcd")
-    assert tl.ablations.first_examples(rows, 10)["sentence"] == list("abcdefg")
+    assert tl.ablations._first_examples(rows, 2)["sentence"] == list("abcd")
+    assert tl.ablations._first_examples(rows, 10)["sentence"] == list("abcdefg")
 
 
 def test_ablation_variants_change_one_thing_each():

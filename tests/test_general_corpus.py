@@ -28,7 +28,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def no_download(*args, **kwargs):
         raise AssertionError(f"a test tried to download {args}")
 
-    monkeypatch.setattr(data_setup, "load_dataset", no_download)
+    monkeypatch.setattr(data_setup, "_load_dataset", no_download)
 
 
 def test_profiles_name_their_corpus():
@@ -58,7 +58,7 @@ def test_a_failed_download_falls_back_too(on_mirror: Path, monkeypatch: pytest.M
     def unreachable(*args, **kwargs):
         raise ConnectionError("no route to huggingface.co")
 
-    monkeypatch.setattr(data_setup, "load_dataset", unreachable)
+    monkeypatch.setattr(data_setup, "_load_dataset", unreachable)
     with pytest.warns(UserWarning, match="ConnectionError: no route"):
         assert list(data.general_corpus_lines("wikitext-103", limit=2)) == data.load_corpus_lines("train", limit=2)
 
@@ -70,7 +70,7 @@ def test_wikitext103_from_the_hub_is_cleaned_like_wikitext2(monkeypatch: pytest.
         asked.append((args, kwargs))
         return Dataset.from_dict({"text": SYNTHETIC_103.splitlines(keepends=True)})
 
-    monkeypatch.setattr(data_setup, "load_dataset", fake_hub)
+    monkeypatch.setattr(data_setup, "_load_dataset", fake_hub)
     lines = list(data.general_corpus_lines("wikitext-103", unk_token="[UNK]"))
     assert asked == [(("Salesforce/wikitext", "wikitext-103-v1"), {"split": "train"})]
     assert lines == ["The well-known [UNK] sailed 1,000 miles .", "A second line ."]
@@ -108,4 +108,4 @@ def test_the_gpu_estimate_counts_wikitext103(monkeypatch: pytest.MonkeyPatch):
     assert small["general"].steps == 201  # 3 x ceil(16,959 / 256)
     assert gpu["general"].steps == 3 * -(-estimate.WIKITEXT103_BLOCKS_128 // 256) == 9_825
     assert 800_000 < estimate.WIKITEXT103_BLOCKS_128 < 900_000  # ~49 times WikiText-2's blocks
-    assert "wikitext-103" in estimate.corpus_note("gpu") and "838,171 blocks" in estimate.corpus_note("gpu")
+    assert "wikitext-103" in estimate._corpus_note("gpu") and "838,171 blocks" in estimate._corpus_note("gpu")

@@ -9,12 +9,12 @@ import torch
 from transformers import BertForSequenceClassification, BertModel
 
 from tinybert_lib import Bert, BertConfig, build_student
-from tinybert_lib.teachers import packaged_minilm_folder
+from tinybert_lib.teachers import _packaged_minilm_folder
 
 
 @pytest.fixture(scope="module")
 def hf_bert():
-    return BertModel.from_pretrained(str(packaged_minilm_folder()), attn_implementation="eager").eval()
+    return BertModel.from_pretrained(str(_packaged_minilm_folder()), attn_implementation="eager").eval()
 
 
 # The course's parity convention (lesson 01 states the same): compare at real positions only (hidden

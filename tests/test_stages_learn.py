@@ -64,7 +64,7 @@ def test_task_distillation_moves_the_student_and_fits_the_training_rows(finetune
     before = _encoder_weights(student)
     profile = tl.get_profile("smoke", intermediate_batch_size=8, prediction_batch_size=8, intermediate_epochs=3, intermediate_lr=1e-3,
                              prediction_epochs=10, prediction_lr=1e-3, log_every=100)
-    tokens = tl.data.tokenize_sst2(train, teacher.tokenizer, profile.max_seq_len_task)
+    tokens = tl.data.tokenize_task(train, "sst2", teacher.tokenizer, profile.max_seq_len_task)
 
     # step 1: the layer losses against the fine-tuned teacher fall on the rows it trained on
     mapping = layer_map(3, teacher.config.num_hidden_layers)

@@ -14,7 +14,7 @@ from datasets import Dataset
 import tinybert_lib as tl
 from conftest import MIRROR
 from tinybert_lib import data, pipeline
-from tinybert_lib.tasks import TASKS, Task, get_task, metric, task_metrics
+from tinybert_lib.tasks import TASKS, Task, _metric, get_task, task_metrics
 
 PAIRS = {
     "sentence1": ["The cat sat on the mat.", "He said the pie business doesn't fit the company's long-term growth strategy, "
@@ -95,7 +95,7 @@ def test_single_sentence_tasks_tokenise_as_sst2_did(teacher, sentences):
     dataset = Dataset.from_dict({"sentence": sentences, "label": [1, 0, 1]})
     ours = data.tokenize_task(dataset, "cola", teacher.tokenizer, max_length=12)
     assert ours["input_ids"] == teacher.tokenizer(sentences, truncation=True, max_length=12)["input_ids"]
-    assert ours.to_dict() == data.tokenize_sst2(dataset, teacher.tokenizer, max_length=12).to_dict()
+    assert ours.to_dict() == data.tokenize_task(dataset, "sst2", teacher.tokenizer, max_length=12).to_dict()
 
 
 # --------------------------------------------------------------------------------------
@@ -108,13 +108,13 @@ GOLD = [1, 0, 0, 1, 1, 0, 1, 0]
 
 
 def test_metrics_equal_hand_computed_values():
-    assert metric("accuracy", PREDS, GOLD) == pytest.approx(5 / 8)
+    assert _metric("accuracy", PREDS, GOLD) == pytest.approx(5 / 8)
     # precision 3/5, recall 3/4: F1 = 2 * 0.6 * 0.75 / 1.35 = 2/3
-    assert metric("f1", PREDS, GOLD) == pytest.approx(2 / 3)
+    assert _metric("f1", PREDS, GOLD) == pytest.approx(2 / 3)
     # (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = (6 - 2) / sqrt(5*4*4*3)
-    assert metric("matthews_correlation", PREDS, GOLD) == pytest.approx(4 / math.sqrt(240))
-    assert metric("matthews_correlation", [1] * 8, GOLD) == 0.0  # one class predicted: no correlation
-    assert metric("f1", [0] * 8, GOLD) == 0.0
+    assert _metric("matthews_correlation", PREDS, GOLD) == pytest.approx(4 / math.sqrt(240))
+    assert _metric("matthews_correlation", [1] * 8, GOLD) == 0.0  # one class predicted: no correlation
+    assert _metric("f1", [0] * 8, GOLD) == 0.0
 
 
 def test_task_metrics_in_the_tasks_order_from_tensors_or_lists():
@@ -242,7 +242,7 @@ def test_folders_keep_sst2s_names_and_records_keep_sst2s_keys(tmp_path):
     assert [pipeline.stage_dir(tmp_path, stage, "mrpc").name for stage in pipeline.STAGES] == [
         "general_student", "teacher_mrpc", "augmented_mrpc", "task_step1_mrpc", "task_step2_mrpc"]
     # an SST-2 record has no task key, as before tasks existed, so SST-2 artifacts already built stay valid
-    assert tl.pipeline.task_record(get_task("sst2")) == {} and tl.pipeline.task_record(get_task("cola")) == {"task": "cola"}
+    assert tl.pipeline._task_record(get_task("sst2")) == {} and tl.pipeline._task_record(get_task("cola")) == {"task": "cola"}
 
 
 def test_cli_names_the_valid_tasks(capsys):

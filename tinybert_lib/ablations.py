@@ -88,7 +88,7 @@ PAPER = {"source": "Jiao et al. 2020, Table 1 (GLUE test; speed-up on a K80)",
          "tinybert4_vs_bert_base": {"params_ratio": 7.5, "speedup": 9.4, "glue_avg_kept": 0.968, "sst2_kept": 92.6 / 93.4}}
 
 
-def first_examples(augmented: Dataset, n: int) -> Dataset:
+def _first_examples(augmented: Dataset, n: int) -> Dataset:
     """Rows of the augmented set that come from its first ``n`` source examples."""
     originals = 0
     for i, is_original in enumerate(augmented["is_original"]):
@@ -130,7 +130,7 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
     teacher = teacher if teacher is not None else get_finetuned_teacher(shared, artifacts_dir, device)
     n = profile.ablation_examples
     originals = load_sst2("train", limit=n)
-    train = first_examples(get_augmented_sst2(shared, artifacts_dir, device), n) if variant.augmented else originals
+    train = _first_examples(get_augmented_sst2(shared, artifacts_dir, device), n) if variant.augmented else originals
     dev_set = load_sst2("dev", limit=profile.dev_limit)
     set_seed(seed)
     if variant.general:
@@ -168,7 +168,7 @@ def standard_error(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
-def chance_corrected(accuracy: float, majority: float, teacher: float) -> float:
+def _chance_corrected(accuracy: float, majority: float, teacher: float) -> float:
     """(acc - majority) / (teacher - majority): 0 for a one-class model, 1 for the teacher's accuracy."""
     return (accuracy - majority) / (teacher - majority) if teacher != majority else float("nan")
 
@@ -212,7 +212,7 @@ def sweep_figure(metrics: dict[str, dict[str, float]]) -> str:
     return "-"
 
 
-def model_figures(model: Bert, sentences: list[str], device: torch.device) -> dict[str, float]:
+def _model_figures(model: Bert, sentences: list[str], device: torch.device) -> dict[str, float]:
     """Parameters, size on disk and CPU/GPU latency of one model."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_hf(model, model.tokenizer, Path(tmp) / "m")
@@ -241,8 +241,8 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
         seeds = range(profile.seed, profile.seed + (profile.ablation_seeds if name in MAIN_VARIANTS else 1))
         runs += [run_variant(VARIANTS[name], profile, artifacts_dir, s, device, teacher) for s in seeds]
 
-    teacher_fig = model_figures(teacher, sentences, torch.device("cpu"))
-    student_fig = model_figures(build_student(profile.student, teacher=teacher, num_labels=teacher.config.num_labels),
+    teacher_fig = _model_figures(teacher, sentences, torch.device("cpu"))
+    student_fig = _model_figures(build_student(profile.student, teacher=teacher, num_labels=teacher.config.num_labels),
                                 sentences, torch.device("cpu"))
     teacher_acc = accuracy(teacher, dev_set, max_length=profile.max_seq_len_task)
     labels = dev_set["label"]
@@ -261,7 +261,7 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
         r["speedup_b32"] = teacher_fig["latency_b32_ms"] / r["latency_b32_ms"]
         r["accuracy_kept"] = r["accuracy"] / teacher_acc if teacher_acc else float("nan")
         r["accuracy_se"] = standard_error(r.get("accuracies", [r["accuracy"]]))
-        r["chance_corrected"] = chance_corrected(r["accuracy"], majority, teacher_acc)
+        r["chance_corrected"] = _chance_corrected(r["accuracy"], majority, teacher_acc)
     results = {
         "profile": profile.name, "device": str(dev), "latency_device": "cpu", "torch_threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__},

@@ -19,16 +19,16 @@ from typing import Iterator
 TMP_TAG = ".tmp-"  # temporary siblings are named ``.<name>.tmp-<pid>-<random>``
 
 
-def umask() -> int:
+def _current_umask() -> int:
     """The process's umask (read by setting and restoring it; there is no getter)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def apply_umask(path: str | Path) -> None:
+def _apply_umask(path: str | Path) -> None:
     """Give ``path`` (and everything under a folder) the modes a plain ``open``/``mkdir`` would."""
-    mask = umask()
+    mask = _current_umask()
     path = Path(path)
     if path.is_dir():
         os.chmod(path, 0o777 & ~mask)
@@ -55,7 +55,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_tree(path: str | Path) -> None:
+def _fsync_tree(path: str | Path) -> None:
     """Flush a file, or every file and folder under ``path``, to disk."""
     path = Path(path)
     if path.is_dir():
@@ -67,7 +67,7 @@ def fsync_tree(path: str | Path) -> None:
         _fsync_path(path)
 
 
-def temp_sibling(dest: str | Path) -> Path:
+def _temp_sibling(dest: str | Path) -> Path:
     """A fresh name beside ``dest`` (same filesystem, so renaming onto ``dest`` is atomic)."""
     dest = Path(dest)
     return dest.with_name(f".{dest.name}{TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -79,11 +79,11 @@ def old_sibling(dest: str | Path) -> Path:
     return dest.with_name(f".{dest.name}.old")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def _atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
+    tmp = _temp_sibling(path)
     try:
         with open(tmp, "wb") as f:  # plain open: the umask's mode, not mkstemp's 0600
             f.write(data)
@@ -98,7 +98,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager
@@ -106,11 +106,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write (by any library); on success it replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
+    tmp = _temp_sibling(path)
     try:
         yield tmp
-        apply_umask(tmp)
-        fsync_tree(tmp)
+        _apply_umask(tmp)
+        _fsync_tree(tmp)
         os.replace(tmp, path)
         _fsync_path(path.parent)
     finally:
@@ -127,12 +127,12 @@ def atomic_folder(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(dest)
-    tmp = temp_sibling(dest)
+    tmp = _temp_sibling(dest)
     tmp.mkdir()
     try:
         yield tmp
-        apply_umask(tmp)
-        fsync_tree(tmp)
+        _apply_umask(tmp)
+        _fsync_tree(tmp)
         old = old_sibling(dest)
         shutil.rmtree(old, ignore_errors=True)
         if dest.exists():

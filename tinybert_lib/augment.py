@@ -32,12 +32,12 @@ computed later, not on the copied gold label. The gold ``label`` is copied only 
 stays usable (and the real rows are marked with ``is_original``).
 
 Reproducibility: all randomness comes from ``random.Random`` objects local to the call, one per
-source example seeded from ``(seed, example index)`` (:func:`example_rng`), so the same
+source example seeded from ``(seed, example index)`` (:func:`_example_rng`), so the same
 call gives the same set, and the first 100 examples are augmented identically whatever
 ``limit`` is. The candidates are deterministic too (the masked-LM runs in eval mode).
 
 Saving and reusing an augmented set is the pipeline's job: its ``augmented_sst2/`` folder is
-the cache (see :func:`tinybert_lib.pipeline.run_augmentation`).
+the cache (see :func:`tinybert_lib.pipeline.get_augmented`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ __all__ = [
     "augment_stats",
     "eligible_words",
     "embedding_neighbours",
-    "example_rng",
     "has_mlm_head",
     "mlm_candidates",
     "replace_words",
@@ -163,7 +162,7 @@ def replace_words(words: Sequence[str], candidates: Candidates, p: float, n: int
     return out
 
 
-def example_rng(seed: int, index: int, column: int = 0) -> random.Random:
+def _example_rng(seed: int, index: int, column: int = 0) -> random.Random:
     """The random generator of one example (and of one sentence of a pair: ``column`` 1 is the second).
 
     Seeded by ``(seed, index)`` alone, so an example's new sentences do not depend on how many
@@ -190,7 +189,7 @@ def augment_rows(
     """Algorithm 1 over every row of ``source``, with candidates from ``candidates_for`` (:data:`CandidateFn`).
 
     Each row comes out first as itself (``is_original=True``), then followed by its distinct new
-    rows (:func:`replace_words` with ``p`` and ``n``, generator :func:`example_rng`), every other
+    rows (:func:`replace_words` with ``p`` and ``n``, generator :func:`_example_rng`), every other
     column copied. For a pair (two ``text_columns``) each sentence is augmented in turn, the other
     kept: new first sentences beside the original second, then the original first beside new
     second sentences. Sentences go to ``candidates_for`` ``chunk_size`` at a time.
@@ -208,7 +207,7 @@ def augment_rows(
             original = {c: batch[c][j] for c in source.column_names}
             rows = [(original, True)]
             for column, c in enumerate(text_columns):
-                rng = example_rng(seed, start + j, column)
+                rng = _example_rng(seed, start + j, column)
                 rows += [({**original, c: new}, False) for new in replace_words(words[c][j], candidates[c][j], p, n, rng)]
             for row, is_original in rows:
                 for c in source.column_names:

@@ -53,7 +53,7 @@ def sst2_sentence_batches(n_batches: int, batch_size: int, seed: int = 0) -> lis
     return [sentences[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
 
 
-def length_grouped(batches: list[list[str]], tokenizer) -> list[list[str]]:
+def _length_grouped(batches: list[list[str]], tokenizer) -> list[list[str]]:
     """Re-group the same sentences so each batch holds similar lengths (what the course loader does)."""
     flat = [s for b in batches for s in b]
     flat.sort(key=lambda s: len(tokenizer.tokenize(s)))
@@ -240,7 +240,7 @@ def profile_table(result: dict[str, Any]) -> str:
 # --- the peer: TextBrewer -----------------------------------------------------------------
 
 
-def textbrewer_missing() -> Optional[str]:
+def _textbrewer_missing() -> Optional[str]:
     """None when TextBrewer (``pip install .[bench]``) can be imported, else why not."""
     try:
         import textbrewer  # noqa: F401
@@ -249,7 +249,7 @@ def textbrewer_missing() -> Optional[str]:
     return None
 
 
-def textbrewer_distiller(teacher: Bert, student: Bert, device: torch.device, out_dir: str):
+def _textbrewer_distiller(teacher: Bert, student: Bert, device: torch.device, out_dir: str):
     """TextBrewer's ``GeneralDistiller`` configured as the course's step, and its optimiser.
 
     The same models, layer mapping and losses: hidden-state MSE through one linear projection
@@ -350,7 +350,7 @@ def _variant_main(args: argparse.Namespace) -> int:
     student = Bert.from_folder(args.student_folder).to(device)  # the same initial weights for every variant
     if args.variant == "textbrewer":
         with tempfile.TemporaryDirectory() as tmp:
-            distiller, optimizer = textbrewer_distiller(teacher, student, device, tmp)
+            distiller, optimizer = _textbrewer_distiller(teacher, student, device, tmp)
             tokenize = lambda sentences: dict(tok(sentences, padding=True, truncation=True, max_length=args.max_length,  # noqa: E731
                                                   return_tensors="pt"))
             distiller.train(optimizer, commands, num_epochs=1, max_grad_norm=1.0, batch_postprocessor=tokenize)
@@ -369,7 +369,7 @@ def _variant_main(args: argparse.Namespace) -> int:
 def _bench_batches(args: argparse.Namespace, tokenizer) -> dict[str, list[list[str]]]:
     """The same batches in every process: random ones, and the same sentences length-grouped."""
     batches = sst2_sentence_batches(args.batches + args.warmup, args.batch_size)
-    grouped = length_grouped(batches, tokenizer)
+    grouped = _length_grouped(batches, tokenizer)
     order = torch.randperm(len(grouped), generator=torch.Generator().manual_seed(1)).tolist()
     return {"random": batches, "grouped": [grouped[i] for i in order]}  # grouped batches in a random order, as the sampler gives
 
@@ -410,7 +410,7 @@ class _Worker:
                 return line.split()[1]
 
 
-def compare_steps(args: argparse.Namespace, student_folder: str, variants: list[str], log_dir: Path) -> dict[str, Any]:
+def _compare_steps(args: argparse.Namespace, student_folder: str, variants: list[str], log_dir: Path) -> dict[str, Any]:
     """Seconds per batch of each variant on the same batches, run in lockstep (see above)."""
     common = [sys.executable, "-m", "tinybert_lib.bench", "--teacher", args.teacher, "--student", args.student,
               "--batches", str(args.batches), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
@@ -467,14 +467,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads(),
                                "batch_size": args.batch_size, "max_length": args.max_length, "batches": args.batches}
     variants = ["course", "textbrewer", "naive"]
-    missing = textbrewer_missing()
+    missing = _textbrewer_missing()
     if missing:
         print(f"TextBrewer not importable ({missing}): skipped; `pip install .[bench]` adds it.")
         variants.remove("textbrewer")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         student_folder = export_hf(student, teacher.tokenizer, Path(tmp) / "student")
-        results.update(compare_steps(args, str(student_folder), variants, Path(tmp)))
+        results.update(_compare_steps(args, str(student_folder), variants, Path(tmp)))
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
     for peer in variants[1:]:
         for mode in ("random", "grouped"):

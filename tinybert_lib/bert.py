@@ -226,7 +226,7 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The mean of ``hidden`` (b, T, H) over each sequence's real tokens: (b, H)."""
     m = attention_mask[:, :, None].to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -333,7 +333,7 @@ class Bert(nn.Module):
                 probs.append(p)
         logits = None
         if self.config.num_labels > 0 and num_layers is None:
-            pooled = self.bert.pooler(x) if self.config.classifier_pooling == "cls" else mean_pool(x, attention_mask)
+            pooled = self.bert.pooler(x) if self.config.classifier_pooling == "cls" else _mean_pool(x, attention_mask)
             logits = self.classifier(self.dropout(pooled))
         return BertOutput(hidden[0], tuple(hidden), tuple(scores), tuple(probs), logits)
 

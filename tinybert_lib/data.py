@@ -44,7 +44,7 @@ from .tasks import SST2, Task, get_task
 __all__ = [
     "CORPUS_FILES", "DataIntegrityError", "DataNotFoundError", "SST2_FILES", "SST2_LABELS",
     "clean_wikitext_line", "corpus_blocks", "data_dir", "general_corpus_lines", "load_corpus_lines",
-    "load_sst2", "load_task", "make_loader", "tokenize_sst2", "tokenize_task",
+    "load_sst2", "load_task", "make_loader", "tokenize_task",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,11 +119,6 @@ def tokenize_task(dataset: Dataset, task: Task | str, tokenizer: Any, max_length
             "length": [len(ids) for ids in encoded["input_ids"]],
         }
     )
-
-
-def tokenize_sst2(dataset: Dataset, tokenizer: Any, max_length: int = 64) -> Dataset:
-    """Tokenise SST-2 sentences: :func:`tokenize_task` for SST-2."""
-    return tokenize_task(dataset, SST2, tokenizer, max_length)
 
 
 # --------------------------------------------------------------------------------------

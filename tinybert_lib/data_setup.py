@@ -145,7 +145,7 @@ class FileStatus(NamedTuple):
     check: str  # what was verified: "sha256+rows" or "rows"
 
 
-def load_dataset(*args: Any, **kwargs: Any) -> Any:
+def _load_dataset(*args: Any, **kwargs: Any) -> Any:
     """``datasets.load_dataset``, imported when the hub is first asked (``datasets`` is slow to import)."""
     from datasets import load_dataset as hub_load_dataset
 
@@ -366,7 +366,7 @@ def _write_from_hub(relpath: str, dest: Path, cache: dict[tuple[str, str], Any])
     name, config, split = _HUB_SOURCES[relpath]
     if (name, config) not in cache:
         logger.info("downloading %s/%s from the Hugging Face hub", name, config)
-        cache[(name, config)] = load_dataset(name, config)
+        cache[(name, config)] = _load_dataset(name, config)
     rows = cache[(name, config)][split]
 
     with atomic_file(dest) as tmp:
@@ -558,7 +558,7 @@ def _wikitext103_raw_lines() -> tuple[Iterator[str] | None, str]:
         return None, "the Hugging Face hub is disabled (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and no local copy was found"
     try:
         logger.info("loading %s/%s (%s) from the Hugging Face hub (about 300 MB the first time)", name, config, split)
-        dataset = load_dataset(name, config, split=split)
+        dataset = _load_dataset(name, config, split=split)
     except Exception as exc:  # no network, hub down, dataset moved, ...
         return None, f"loading {name}/{config} from the Hugging Face hub failed ({type(exc).__name__}: {exc})"
     return _hub_rows(dataset), f"the Hugging Face hub ({name}/{config}, {split})"

@@ -59,10 +59,10 @@ class LogitsOnly(nn.Module):
 # --- writing the variants -------------------------------------------------------------------
 
 
-def export_onnx(model: Bert, path: str | Path, opset: int = 18) -> Path:
+def _export_onnx(model: Bert, path: str | Path, opset: int = 18) -> Path:
     """Trace ``model`` into an ONNX graph whose batch size and sequence length stay free."""
     if model.config.num_labels == 0:
-        raise ValueError("export_onnx needs a classifier (a model with a head); this one returns no logits.")
+        raise ValueError("ONNX export needs a classifier (a model with a head); this one returns no logits.")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on absent torchvision ops
     model = model.eval().cpu()
     example = model.tokenizer(["a first sentence", "and a second, longer one"], padding=True, return_tensors="pt")
@@ -77,7 +77,7 @@ def export_onnx(model: Bert, path: str | Path, opset: int = 18) -> Path:
     return path
 
 
-def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
+def _quantize_onnx(src: str | Path, dst: str | Path) -> Path:
     """ONNX Runtime's dynamic quantization: int8 weights for every MatMul and Gather (the embedding tables)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -107,8 +107,8 @@ def quantize_torch(model: nn.Module) -> nn.Module:
 def ship(model: Bert, folder: str | Path) -> Path:
     """Write all four variants of ``model`` into ``folder`` (see the module docstring)."""
     folder = export_hf(model, model.tokenizer, folder)
-    export_onnx(model, folder / ONNX_FILE)
-    quantize_onnx(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
+    _export_onnx(model, folder / ONNX_FILE)
+    _quantize_onnx(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
     with atomic_file(folder / TORCH_INT8_FILE) as tmp:
         torch.save(quantize_torch(model).state_dict(), tmp)  # for its size on disk; load_classifier re-quantizes
     return folder
@@ -143,7 +143,7 @@ def _require(path: Path, how: str) -> Path:
     return path
 
 
-def onnx_session(path: str | Path, threads: Optional[int] = None):
+def _onnx_session(path: str | Path, threads: Optional[int] = None):
     """An ONNX Runtime CPU session on ``path``; a corrupt or truncated file is a ``DeploymentError``."""
     import onnxruntime as ort
 
@@ -166,7 +166,7 @@ def load_classifier(folder: str | Path, onnx: bool = False, int8: bool = False, 
     variant = f"{'onnx' if onnx else 'pytorch'} {'int8' if int8 else 'fp32'}"
     _require(folder / "config.json", "the folder is not an exported model; write it with export_hf or tinybert_lib.deploy.ship.")
     if onnx:
-        session = onnx_session(_require(variant_file(folder, variant), "export it with tinybert_lib.deploy.ship (lesson 12)."), threads)
+        session = _onnx_session(_require(variant_file(folder, variant), "export it with tinybert_lib.deploy.ship (lesson 12)."), threads)
 
         def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             feed = {k: batch[k].numpy() if k in batch else torch.zeros_like(batch["input_ids"]).numpy() for k in INPUTS}
@@ -236,7 +236,7 @@ def dev_accuracy(loaded: Loaded, sentences: Sequence[str], labels: Sequence[int]
     return correct / len(sentences)
 
 
-def measure(loaded: Loaded, file: Path, sentences: Sequence[str], labels: Sequence[int],
+def _measure(loaded: Loaded, file: Path, sentences: Sequence[str], labels: Sequence[int],
             batch_sizes: Sequence[int] = (1, 32), repeats: int = 30) -> dict[str, Any]:
     """Size on disk, median latency per batch size (and throughput at the largest), dev accuracy."""
     row: dict[str, Any] = {"variant": loaded.variant, "size_mb": file.stat().st_size / 2**20}
@@ -259,6 +259,6 @@ def compare_variants(folders: dict[str, str | Path], sentences: Sequence[str], l
         for variant in variants:
             onnx, int8 = variant.startswith("onnx"), variant.endswith("int8")
             loaded = load_classifier(folder, onnx=onnx, int8=int8, threads=threads)
-            row = measure(loaded, variant_file(folder, variant), sentences, labels, repeats=repeats)
+            row = _measure(loaded, variant_file(folder, variant), sentences, labels, repeats=repeats)
             rows.append({"model": model_name, **row, "threads": threads})
     return rows

@@ -138,7 +138,7 @@ def distillation_loss_on(teacher: Bert, student: Bert, dataset: Dataset, mapping
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
-def dev_metrics(model: Bert, dev_raw: Dataset, task: Task | str, length: int) -> dict[str, float]:
+def _dev_metrics(model: Bert, dev_raw: Dataset, task: Task | str, length: int) -> dict[str, float]:
     """The task's metrics on dev, as ``{"dev_<metric>": value}`` (main metric first)."""
     return {f"dev_{k}": v for k, v in evaluate_task(model, dev_raw, get_task(task), max_length=length).items()}
 
@@ -255,7 +255,7 @@ def finetune_teacher(
     train_set = tokenize_task(train, task, tok, max_length)
 
     def evaluate() -> dict[str, float]:
-        return dev_metrics(teacher, dev, task, max_length)
+        return _dev_metrics(teacher, dev, task, max_length)
 
     run = fit(modules={"teacher": teacher}, loss_fn=gold_label_loss(teacher), loader_for_epoch=config.loader_for_epoch(train_set, tok),
               config=config, device=device, checkpoint_dir=checkpoint_dir, eval_fn=evaluate,
@@ -337,7 +337,7 @@ def prediction_distill(
     best: dict[str, Any] = {"score": float("-inf"), "state": None}
 
     def evaluate() -> dict[str, float]:
-        scores = dev_metrics(student, dev, task, max_length)
+        scores = _dev_metrics(student, dev, task, max_length)
         if scores[main] > best["score"] or not keep_best_epoch:  # the best epoch, as the original does
             best["score"] = scores[main]
             best["state"] = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
@@ -354,7 +354,7 @@ def prediction_distill(
     student.eval()
     result = StageResult(student, run)
     epochs_scores = [{k: v for k, v in e.items() if k.startswith("dev_")} for e in run.evals]
-    epochs_scores = epochs_scores or [dev_metrics(student, dev, task, max_length)]
+    epochs_scores = epochs_scores or [_dev_metrics(student, dev, task, max_length)]
     # the kept epoch's scores: the first best at the main metric, as evaluate() kept it
     kept = max(epochs_scores, key=lambda e: e[main]) if keep_best_epoch else epochs_scores[-1]
     result.metrics.update(kept)

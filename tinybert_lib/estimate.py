@@ -136,7 +136,7 @@ def stage_estimates(profile: Profile | str, sustained_tflops: float, min_step_se
     return out
 
 
-def corpus_note(profile: Profile | str) -> str:
+def _corpus_note(profile: Profile | str) -> str:
     """One line: the general-distillation corpus the estimate assumes, and its blocks per epoch."""
     p = get_profile(profile)
     blocks = general_blocks(p)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"ESTIMATE for profile {args.profile!r} at {args.tflops:g} TFLOP/s sustained, at least "
           f"{args.min_step_seconds:g} s per step (FLOPs of matrix products only; not a measurement)")
-    print(corpus_note(args.profile))
+    print(_corpus_note(args.profile))
     print(f"{'stage':<14}{'steps':>9}{'batch':>7}{'length':>8}{'TFLOP/step':>12}{'h:mm:ss':>10}")
     for r in rows:
         print(f"{r.stage:<14}{r.steps:>9,}{r.batch_size:>7}{r.seq_len:>8}{r.flops_per_step / 1e12:>12.3f}{_hms(r.hours):>10}")

@@ -157,7 +157,7 @@ def _load_projections(path: Path, like: nn.ModuleList) -> nn.ModuleList:
 # --- what a stage's settings record holds ---------------------------------------------------
 
 
-def task_record(task: Task) -> dict[str, Any]:
+def _task_record(task: Task) -> dict[str, Any]:
     """The task, for a settings record: ``{}`` for SST-2, whose records were written before tasks
     were recorded (adding a key would make every existing SST-2 artifact stale), ``{"task": name}``
     for any other, so an artifact built for one task is never reused for another."""
@@ -264,7 +264,7 @@ class PipelineRun:
         train_settings = {
             "stage": "teacher fine-tuning",
             "profile": _fit_fields(p, "finetune", *_length_fields(task), "classifier_pooling"),
-            **task_record(task),
+            **_task_record(task),
             "teacher": _teacher_record(teacher), "num_labels": teacher.config.num_labels or task.num_labels,
             "train": fingerprint_dataset(train),
         }
@@ -296,7 +296,7 @@ class PipelineRun:
         with main_process_first():
             train = load_task(task, "train", limit=p.train_limit)
             teacher = self.pretrained_teacher()
-            settings = {"stage": "augmentation", "algorithm": ALGORITHM_VERSION, **task_record(task),
+            settings = {"stage": "augmentation", "algorithm": ALGORITHM_VERSION, **_task_record(task),
                         "profile": profile_fields(p, AUGMENT_FIELDS),
                         "teacher": {"sha256": fingerprint_tensors(teacher)}, "train": fingerprint_dataset(train)}
             if not (rebuild and is_main_process()) and is_done(self.artifacts, "augment", task):
@@ -322,7 +322,7 @@ class PipelineRun:
         """(what a checkpoint is checked against, what the finished stage is checked against)."""
         train_settings = {
             "stage": get_stage(stage).title, "profile": _fit_fields(self.profile, stage, *_length_fields(self.task)),
-            **task_record(self.task), "teacher": _teacher_record(teacher), "student": fingerprint_tensors(student),
+            **_task_record(self.task), "teacher": _teacher_record(teacher), "student": fingerprint_tensors(student),
             "projections": None if projections is None else fingerprint_tensors(projections),
             "train": fingerprint_dataset(train), **extra,
         }
@@ -420,7 +420,7 @@ def get_finetuned_teacher(profile: Profile | str, artifacts_dir: str | Path, dev
     return run_teacher_finetuning(profile, artifacts_dir, device).model.eval()
 
 
-def run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
+def _run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
                      rebuild: bool = False) -> Dataset:
     """The task's augmented train set (lesson 08): see :meth:`PipelineRun.augment`."""
     return PipelineRun(profile, artifacts_dir, device).augment(rebuild)
@@ -431,7 +431,7 @@ def get_augmented(profile: Profile | str, artifacts_dir: str | Path, device: Opt
     profile = get_profile(profile)
     if not is_done(artifacts_dir, "augment", profile.task):
         log.info("no augmented set in %s: running data augmentation (lesson 08) first", artifacts_dir)
-    return run_augmentation(profile, artifacts_dir, device)
+    return _run_augmentation(profile, artifacts_dir, device)
 
 
 get_augmented_sst2 = get_augmented  # the lessons' name, from when SST-2 was the only task

@@ -32,7 +32,7 @@ class LessonParameterError(ValueError):
     """A lesson's parameters (profile, device, artifacts folder) cannot work on this machine."""
 
 
-def writable_folder_problem(folder: str | Path) -> Optional[str]:
+def _writable_folder_problem(folder: str | Path) -> Optional[str]:
     """Why results cannot be written into ``folder`` (None: they can). Creates the folder."""
     folder = Path(folder).expanduser()
     probe = folder / f".write-test-{os.getpid()}"
@@ -70,7 +70,7 @@ def missing_for(profile: Profile | str, device: Optional[str] = None,
         except (DataNotFoundError, DataIntegrityError) as err:
             problems.append(f"data: {err}")
     if artifacts_dir is not None:
-        problem = writable_folder_problem(artifacts_dir)
+        problem = _writable_folder_problem(artifacts_dir)
         if problem:
             problems.append(f"artifacts: {problem}")
     return problems
@@ -109,7 +109,7 @@ def check_lesson_parameters(profile: Profile | str, device: str | torch.device =
     except (RuntimeError, ValueError) as err:
         raise LessonParameterError(f"device: {err}") from None
     if artifacts_dir is not None:
-        problem = writable_folder_problem(artifacts_dir)
+        problem = _writable_folder_problem(artifacts_dir)
         if problem:
             raise LessonParameterError(f"artifacts_dir: {problem}")
     return resolved, dev

@@ -33,7 +33,7 @@ def _inverse(scale: float) -> torch.Tensor:
     return 1.0 / torch.tensor(scale, dtype=torch.float32)
 
 
-def weight_scale(w: torch.Tensor) -> float:
+def _weight_scale(w: torch.Tensor) -> float:
     """Symmetric per-tensor scale of a weight: the largest |w| maps to half the int8 range (float32, as stored)."""
     scale = w.detach().abs().max().float() / ((INT8_MAX - INT8_MIN) / 2)
     return max(scale.item(), torch.finfo(torch.float32).eps)
@@ -41,11 +41,11 @@ def weight_scale(w: torch.Tensor) -> float:
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(int8 values, scale) of a weight, with zero point 0."""
-    scale = weight_scale(w)
+    scale = _weight_scale(w)
     return torch.clamp(torch.round(w.detach().float() * _inverse(scale)), INT8_MIN, INT8_MAX).to(torch.int8), scale
 
 
-def activation_qparams(x: torch.Tensor, q_max: int = ACTIVATION_MAX) -> tuple[float, int]:
+def _activation_qparams(x: torch.Tensor, q_max: int = ACTIVATION_MAX) -> tuple[float, int]:
     """(scale, zero point) that map [min(x, 0), max(x, 0)] onto 0..q_max: the real 0 is an exact integer."""
     lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
     scale = (hi - lo) / q_max if hi > lo else 0.1
@@ -57,7 +57,7 @@ def activation_qparams(x: torch.Tensor, q_max: int = ACTIVATION_MAX) -> tuple[fl
 
 def quantize_activation(x: torch.Tensor, q_max: int = ACTIVATION_MAX) -> tuple[torch.Tensor, float, int]:
     """(unsigned values, scale, zero point) of one batch of inputs."""
-    scale, zero_point = activation_qparams(x, q_max)
+    scale, zero_point = _activation_qparams(x, q_max)
     q = torch.clamp(torch.round(x.detach().float() * _inverse(scale) + zero_point), 0, q_max)
     return q.to(torch.uint8), scale, zero_point
 

@@ -56,15 +56,6 @@ def fingerprint_dataset(dataset: Any) -> dict[str, Any]:
     return {"rows": len(dataset), "sha256": digest.hexdigest()}
 
 
-def fingerprint_file(path: str | Path) -> str:
-    """sha256 of one file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in record.items():
@@ -82,7 +73,7 @@ def _show(value: Any) -> str:
     return "(none)" if value is None else json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
 
 
-def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+def _differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """``field: old -> new`` for every setting that differs (nested fields as ``a.b``)."""
     old, new = _flatten(recorded), _flatten(json.loads(json.dumps(wanted)))  # JSON-normalised, as stored
     return [f"{k}: {_show(old.get(k))} -> {_show(new.get(k))}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
@@ -113,7 +104,7 @@ def check_reuse(folder: str | Path, recorded: Mapping[str, Any] | None, wanted: 
         raise StaleArtifactError(
             f"{what} in {folder} has no record of the settings that built it (written by an older version of the "
             f"course), so it cannot be checked against the ones asked for now; {how}.")
-    diff = differences(_with_current_names(recorded), wanted)
+    diff = _differences(_with_current_names(recorded), wanted)
     if diff:
         raise StaleArtifactError(
             f"{what} in {folder} was built with other settings than the ones asked for now: "

@@ -56,7 +56,7 @@ def pick_device(preference: "str | torch.device" = "auto") -> torch.device:
         return preference
     pref = preference.lower()
     if pref in {"auto", "cuda"} and world_size() > 1 and torch.cuda.is_available():
-        return torch.device("cuda", local_process_index())  # one GPU per launched process
+        return torch.device("cuda", _local_process_index())  # one GPU per launched process
     if pref == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -112,7 +112,7 @@ def process_index() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def local_process_index() -> int:
+def _local_process_index() -> int:
     """This process's rank on its own machine (which GPU it uses)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 

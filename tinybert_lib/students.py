@@ -23,7 +23,7 @@ STUDENT_PRESETS: dict[str, BertConfig] = {
 DEFAULT_STUDENT = "minilm-3l-192d"
 
 
-def student_config(preset_or_config: Union[str, BertConfig, dict], teacher: Optional[Bert] = None) -> BertConfig:
+def _student_config(preset_or_config: Union[str, BertConfig, dict], teacher: Optional[Bert] = None) -> BertConfig:
     """Resolve a preset name / config / dict and reconcile it with the teacher."""
     if isinstance(preset_or_config, str):
         if preset_or_config not in STUDENT_PRESETS:
@@ -93,7 +93,7 @@ def build_student(
             "models must read the same token ids; leave vocab_size to the teacher (use a preset, or set "
             f"vocab_size={teacher.config.vocab_size})."
         )
-    cfg = student_config(preset_or_config, teacher)
+    cfg = _student_config(preset_or_config, teacher)
     if num_labels is not None:
         cfg.num_labels = num_labels
     if teacher is not None:  # the student's head reads what the teacher's head reads

@@ -35,7 +35,7 @@ PAPER: dict[str, tuple[float, float]] = {"sst2": (93.4, 92.6), "mrpc": (87.5, 86
 SMALL_DEV = 1000
 
 
-def label_baseline(profile: Profile, artifacts_dir: str | Path, seed: int, device: Optional[str] = None) -> dict[str, float]:
+def _label_baseline(profile: Profile, artifacts_dir: str | Path, seed: int, device: Optional[str] = None) -> dict[str, float]:
     """The general student fine-tuned on the task's gold labels (no task distillation): its dev metrics."""
     task = get_task(profile.task)
     student = copy.deepcopy(get_general_student(profile, artifacts_dir, device)[0])
@@ -81,7 +81,7 @@ def run_task(profile: Profile | str, artifacts_dir: str | Path, task: str, devic
         students.append(_scores(result.metrics))
     seconds["step 2, other seeds"] = time.perf_counter() - start
     start = time.perf_counter()
-    baselines = [label_baseline(p, artifacts_dir, seed, device) for seed in range(p.seed, p.seed + seeds)]
+    baselines = [_label_baseline(p, artifacts_dir, seed, device) for seed in range(p.seed, p.seed + seeds)]
     seconds["baseline"] = time.perf_counter() - start
     return {"task": t.name, "dev_rows": len(dev), "seeds": seeds, "teacher": teacher_metrics, "student": students,
             "baseline": baselines, "seconds": seconds}

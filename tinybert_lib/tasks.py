@@ -173,7 +173,7 @@ def _as_list(values: Any) -> list[int]:
     return [int(v) for v in values]
 
 
-def metric(name: str, predictions: Sequence[int], labels: Sequence[int]) -> float:
+def _metric(name: str, predictions: Sequence[int], labels: Sequence[int]) -> float:
     """One GLUE metric of predicted against gold label ids."""
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -195,4 +195,4 @@ def task_metrics(task: Task | str, predictions: Sequence[int], labels: Sequence[
     ``predictions`` and ``labels`` are label ids (lists, tensors or arrays).
     """
     task = get_task(task)
-    return {name: metric(name, predictions, labels) for name in task.metrics}
+    return {name: _metric(name, predictions, labels) for name in task.metrics}

