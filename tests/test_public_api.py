@@ -1,7 +1,7 @@
 """Every public function of tinybert_lib is taught or used: a lesson (or its solution) calls it or names it in its
 prose, the README shows it, or the code a lesson runs reaches it through another module, a script or the command
-line. A helper that only
-its own module calls is private (``_name``), so that what a learner sees of a module is what the lessons use."""
+line. A helper that only its own module calls is private (``_name``), so that what a learner sees of a module is
+what the lessons use."""
 from __future__ import annotations
 
 import ast
@@ -69,13 +69,12 @@ def _module_level_aliases(tree: ast.Module) -> set[str]:
 
 def test_every_public_function_is_taught_or_used():
     modules = {path: ast.parse(path.read_text(encoding="utf-8")) for path in sorted(LIBRARY.glob("*.py"))}
+    used_by = {path: _names_in(tree) for path, tree in modules.items()}
     scripts = set().union(*(_names_in(ast.parse(p.read_text(encoding="utf-8"))) for p in (ROOT / "scripts").glob("*.py")))
-    reached_from_lessons = _lesson_names() | _documented_names()
+    taught = _lesson_names() | _documented_names() | scripts
     unused = []
     for path, tree in modules.items():
-        elsewhere = scripts.union(*(_names_in(other) for other_path, other in modules.items() if other_path != path))
-        for name in _public_functions(tree):
-            if name not in reached_from_lessons | elsewhere | _module_level_aliases(tree):
-                unused.append(f"{path.name}: {name}")
+        reached = taught.union(*(names for other, names in used_by.items() if other != path), _module_level_aliases(tree))
+        unused += [f"{path.name}: {name}" for name in _public_functions(tree) if name not in reached]
     assert not unused, ("public functions no lesson, other module or script uses; make them private (_name) "
                         "or use them in a lesson:\n  " + "\n  ".join(unused))

@@ -243,7 +243,7 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
 
     teacher_fig = _model_figures(teacher, sentences, torch.device("cpu"))
     student_fig = _model_figures(build_student(profile.student, teacher=teacher, num_labels=teacher.config.num_labels),
-                                sentences, torch.device("cpu"))
+                                 sentences, torch.device("cpu"))
     teacher_acc = accuracy(teacher, dev_set, max_length=profile.max_seq_len_task)
     labels = dev_set["label"]
     majority = max(labels.count(c) for c in set(labels)) / len(labels)  # a one-class model's accuracy

@@ -237,7 +237,7 @@ def dev_accuracy(loaded: Loaded, sentences: Sequence[str], labels: Sequence[int]
 
 
 def _measure(loaded: Loaded, file: Path, sentences: Sequence[str], labels: Sequence[int],
-            batch_sizes: Sequence[int] = (1, 32), repeats: int = 30) -> dict[str, Any]:
+             batch_sizes: Sequence[int] = (1, 32), repeats: int = 30) -> dict[str, Any]:
     """Size on disk, median latency per batch size (and throughput at the largest), dev accuracy."""
     row: dict[str, Any] = {"variant": loaded.variant, "size_mb": file.stat().st_size / 2**20}
     for bs in batch_sizes:

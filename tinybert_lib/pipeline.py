@@ -421,7 +421,7 @@ def get_finetuned_teacher(profile: Profile | str, artifacts_dir: str | Path, dev
 
 
 def _run_augmentation(profile: Profile | str, artifacts_dir: str | Path, device: Optional[str] = None,
-                     rebuild: bool = False) -> Dataset:
+                      rebuild: bool = False) -> Dataset:
     """The task's augmented train set (lesson 08): see :meth:`PipelineRun.augment`."""
     return PipelineRun(profile, artifacts_dir, device).augment(rebuild)
 
