@@ -12,7 +12,8 @@ SST-2 batches, in one run:
   gradients, every batch padded to the maximum length, ``transformers`` models with
   ``output_attentions=True``): sequences/s on random batches and on the same sentences
   length-grouped, and peak memory. Each variant runs in its own process; the parent hands
-  every batch to each of them in turn (lockstep), so the ratios survive a varying machine load;
+  every batch to each of them in turn, one at a time (lockstep), so each variant has the cores
+  to itself and the ratios survive a varying machine load;
 - inference latency of teacher vs student at batch 1 and batch 32 (median of repeated runs after
   warm-up) and throughput in sentences/s.
 
@@ -303,12 +304,13 @@ def inference_latency(model: Bert, sentences: list[str], batch_size: int, repeat
     return {"batch_size": batch_size, "median_ms": median * 1000, "sentences_per_s": batch_size / median}
 
 
-# --- command line: every variant in its own process, all driven in lockstep ------------------
+# --- command line: every variant in its own process, driven in lockstep ---------------------
 #
 # Each variant (course, textbrewer, naive) runs in a worker process of its own (its own memory
 # peak, its own process-wide settings), and the parent hands the same batch to each worker in
-# turn: batch i of every variant runs within seconds of the others, so a change in the machine's
-# load reaches all variants alike and the ratios hold even on a shared machine.
+# turn, waiting for one to finish before the next starts: only one variant computes at a time, so
+# each has every core its threads ask for, and batch i of every variant runs within seconds of the
+# others, so a change in the machine's load reaches all variants alike.
 
 
 class _Commands:
@@ -379,25 +381,20 @@ class _Worker:
         self.log = log  # progress bars and warnings go there, not to the table
         with open(log, "w") as err:
             self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
-        self.idle = True
 
-    def run(self, mode: str, i: int) -> Optional[float]:
-        """Start batch ``i`` of ``mode``; return the seconds of the batch before it (None for the first)."""
+    def run(self, mode: str, i: int) -> float:
+        """Run batch ``i`` of ``mode`` and wait for it: its seconds (the worker then waits for the next)."""
         self.proc.stdin.write(f"run {mode} {i}\n")
         self.proc.stdin.flush()
-        if self.idle:
-            self.idle = False
-            return None
         return float(self._line())
 
-    def finish(self) -> tuple[float, float]:
-        """The last batch's seconds and the worker's peak memory."""
+    def finish(self) -> float:
+        """Stop the worker; its peak memory."""
         self.proc.stdin.write("quit\n")
         self.proc.stdin.flush()
-        last = float(self._line())
         memory = float(self._line())
         self.proc.wait()
-        return last, memory
+        return memory
 
     def _line(self) -> str:
         """The worker's next figure (lines without the BENCH tag are a library's own output)."""
@@ -423,14 +420,10 @@ def _compare_steps(args: argparse.Namespace, student_folder: str, variants: list
     for k, (mode, i) in enumerate(plan):
         order = variants[k % len(variants):] + variants[:k % len(variants)]  # who goes first rotates
         for v in order:
-            t = workers[v].run(mode, i)
-            if t is not None:
-                seconds[v][plan[k - 1][0]].append(t)
+            seconds[v][mode].append(workers[v].run(mode, i))
     results: dict[str, Any] = {}
     for v, w in workers.items():
-        last, memory = w.finish()
-        seconds[v][plan[-1][0]].append(last)
-        results[v] = {"peak_memory_mb": memory}
+        results[v] = {"peak_memory_mb": w.finish()}
         for mode in ("random", "grouped"):
             timed = sum(seconds[v][mode][args.warmup:])
             results[v][mode] = {"seconds": timed, "sequences_per_s": args.batches * args.batch_size / timed}
