@@ -189,3 +189,62 @@ def test_profile_step_reports_phases_operators_and_rates(teacher, sentences):
     assert "teacher forward" in profile_table(result)
     rates = matmul_gflops([(8, 16, 4)], repeats=2)
     assert set(rates) == {"8x16x4", "all"} and rates["all"] > 0
+    assert matmul_gflops([(8, 16, 4)], repeats=2, dtype=torch.bfloat16)["all"] > 0
+    bf16 = profile_step(teacher, student, [sentences, sentences], steps=1, warmup=1, top=3, cpu_bf16=True)
+    from tinybert_lib.runtime import native_cpu_bf16
+
+    assert bf16["precision"] == ("bf16" if native_cpu_bf16() else "float32")
+    assert bf16["precision"] in profile_table(bf16)
+
+
+def test_cpu_bf16_autocasts_only_where_the_cpu_computes_bf16_natively(monkeypatch, caplog):
+    import tinybert_lib.training as training
+
+    cpu = torch.device("cpu")
+    assert training._mixed_precision_for(cpu) == "no"  # float32 unless a profile asks
+    monkeypatch.setattr(training, "native_cpu_bf16", lambda: True)
+    assert training._mixed_precision_for(cpu, cpu_bf16=True) == "bf16"
+    monkeypatch.setattr(training, "native_cpu_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert training._mixed_precision_for(cpu, cpu_bf16=True) == "no"  # emulated bf16 would be slower
+    assert "no native bf16" in caplog.text
+
+
+def test_cpu_bf16_comes_from_the_profile_and_is_recorded_only_when_on():
+    from tinybert_lib.pipeline import _fit_fields
+    from tinybert_lib.profiles import get_profile
+    from tinybert_lib.training import FitConfig
+
+    fp32, bf16 = get_profile("smoke"), get_profile("smoke", cpu_bf16=True)
+    assert not FitConfig.for_stage(fp32, "intermediate").cpu_bf16
+    assert FitConfig.for_stage(bf16, "intermediate").cpu_bf16
+    assert "cpu_bf16" not in _fit_fields(fp32, "general")  # float32 runs keep the records they always had
+    assert _fit_fields(bf16, "general")["cpu_bf16"] is True  # a bf16 artifact is never reused as a float32 one
+
+
+def test_a_bf16_step_tracks_the_float32_step_and_keeps_float32_weights():
+    """Under cpu_bf16 the step's loss stays within bf16 rounding of the float32 step's, and the weights,
+    the gradients and the optimiser stay float32. (On a CPU without native bf16 the run is float32.)"""
+    from tinybert_lib.runtime import native_cpu_bf16
+
+    losses = {}
+    for cpu_bf16 in (False, True):
+        teacher, student = _tiny_pair()
+        projections = make_projections(8, 16, 2)
+        modules = {"student": student, "projections": projections}
+        accelerator = make_accelerator(torch.device("cpu"), cpu_bf16=cpu_bf16)
+        optimizer = make_optimizer(modules.values(), lr=1e-3, weight_decay=0.01)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        step, optimizer, scheduler = accelerator.prepare(
+            TrainStep(modules, layer_distillation_loss(teacher, student, layer_map(2, 4), projections)), optimizer, scheduler)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        g = torch.Generator().manual_seed(5)
+        batch = {"input_ids": torch.randint(1, 60, (3, 9), generator=g), "attention_mask": _mask(3, 9, [9, 4, 6]),
+                 "token_type_ids": torch.zeros(3, 9, dtype=torch.long)}
+        out = training_step(accelerator, step, batch, optimizer, scheduler, params, max_grad_norm=1.0)
+        losses[cpu_bf16] = float(out["total"].detach())
+        assert out["total"].dtype == torch.float32
+        assert all(p.dtype == torch.float32 for p in params)
+        assert accelerator.mixed_precision == ("bf16" if cpu_bf16 and native_cpu_bf16() else "no")
+    # bf16 keeps 8 bits of mantissa: a few parts in a thousand on each product, far less on the mean
+    assert abs(losses[True] - losses[False]) / losses[False] < 3e-2

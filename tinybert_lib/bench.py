@@ -42,7 +42,7 @@ from .atomic import atomic_write_text
 from .bert import Bert
 from .data import load_sst2
 from .losses import layer_map, make_projections
-from .runtime import keep_freed_memory
+from .runtime import keep_freed_memory, native_cpu_bf16
 
 
 def sst2_sentence_batches(n_batches: int, batch_size: int, seed: int = 0) -> list[list[str]]:
@@ -72,12 +72,13 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.device, lr: float = 1e-4,
-                max_grad_norm: float = 1.0) -> Callable[[list[str]], int]:
+                max_grad_norm: float = 1.0, cpu_bf16: bool = False) -> Callable[[list[str]], int]:
     """One course distillation step (Transformer-layer losses) on a list of sentences.
 
     The step of the pipeline's stages: ``distill.layer_distillation_loss`` for the loss and
     ``training.training_step`` (the body of ``fit``) with ``fit``'s optimiser, at a constant
-    learning rate ``lr``. Returns a function that takes sentences and gives their real token count.
+    learning rate ``lr``; ``cpu_bf16`` as a profile's (bf16 autocast on a CPU with native bf16).
+    Returns a function that takes sentences and gives their real token count.
     """
     from .distill import layer_distillation_loss
     from .training import TrainStep, make_accelerator, make_optimizer, training_step
@@ -87,7 +88,7 @@ def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.dev
     teacher.eval()
     student.train()
     modules = {"student": student, "projections": projections}
-    accelerator = make_accelerator(device)
+    accelerator = make_accelerator(device, cpu_bf16=cpu_bf16)
     optimizer = make_optimizer(modules.values(), lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     loss_fn = layer_distillation_loss(teacher, student, mapping, projections)
@@ -147,8 +148,9 @@ def naive_step(teacher_folder: str, student_folder: str, tokenizer, max_length: 
 PHASES = ("teacher forward", "student forward", "losses", "backward", "optimizer")
 
 
-def matmul_gflops(shapes: Optional[list[tuple[int, int, int]]] = None, tokens: int = 32 * 14, repeats: int = 20) -> dict[str, float]:
-    """This machine's float32 matrix-product rate (GFLOP/s) at the shapes of a distillation step.
+def matmul_gflops(shapes: Optional[list[tuple[int, int, int]]] = None, tokens: int = 32 * 14, repeats: int = 20,
+                  dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """This machine's matrix-product rate (GFLOP/s, in ``dtype``: float32, or bf16) at the shapes of a distillation step.
 
     ``shapes``: (M, K, N) products, by default those of the default teacher (384 wide, 1536 in
     the feed-forward block) and student (192, 768) on ``tokens`` rows (32 SST-2 sentences of
@@ -159,7 +161,7 @@ def matmul_gflops(shapes: Optional[list[tuple[int, int, int]]] = None, tokens: i
                         (tokens, 192, 192), (tokens, 192, 768), (tokens, 768, 192), (tokens, 192, 384)]
     out, total_flops, total_s = {}, 0.0, 0.0
     for m, k, n in shapes:
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         for _ in range(3):  # warm-up: thread pool, caches
             a @ b
         start = time.perf_counter()
@@ -173,12 +175,14 @@ def matmul_gflops(shapes: Optional[list[tuple[int, int, int]]] = None, tokens: i
 
 
 def profile_step(teacher: Bert, student: Bert, sentences: Optional[list[list[str]]] = None, *, max_length: int = 64,
-                 steps: int = 5, warmup: int = 2, top: int = 10, device: Optional[torch.device] = None) -> dict[str, Any]:
+                 steps: int = 5, warmup: int = 2, top: int = 10, device: Optional[torch.device] = None,
+                 cpu_bf16: bool = False) -> dict[str, Any]:
     """Where the time of the course's distillation step goes, measured with ``torch.profiler``.
 
     Runs ``warmup`` then ``steps`` steps of ``course_step`` (the step ``fit`` runs in the
     pipeline's stages) on ``sentences`` (batches of sentences; default: random SST-2 batches of
-    32), training ``student``. Returns:
+    32), training ``student``, in float32 or, with ``cpu_bf16`` on a CPU with native bf16, under
+    bf16 autocast. Returns:
 
     - ``ms_per_step``, ``sequences_per_s``: wall-clock time of the profiled steps;
     - ``phases``: ms per step in each of ``PHASES`` (teacher forward, student forward, losses,
@@ -197,7 +201,7 @@ def profile_step(teacher: Bert, student: Bert, sentences: Optional[list[list[str
     batches = sentences or sst2_sentence_batches(warmup + steps, 32)
     if len(batches) < warmup + steps:
         raise ValueError(f"profile_step needs warmup + steps = {warmup + steps} batches, got {len(batches)}")
-    step = course_step(teacher, student, max_length, device)
+    step = course_step(teacher, student, max_length, device, cpu_bf16=cpu_bf16)
     for b in batches[:warmup]:
         step(b)
     timed = batches[warmup:warmup + steps]
@@ -223,13 +227,15 @@ def profile_step(teacher: Bert, student: Bert, sentences: Optional[list[list[str
         "gflop_per_step": flops / steps / 1e9,
         "achieved_gflops": flops / seconds / 1e9,
         "threads": torch.get_num_threads(),
+        "precision": "bf16" if cpu_bf16 and device.type == "cpu" and native_cpu_bf16() else "float32",
     }
 
 
 def profile_table(result: dict[str, Any]) -> str:
     """``profile_step``'s result as a few lines of text, for a lesson to print."""
     total = result["ms_per_step"]
-    lines = [f"one step: {total:.0f} ms ({result['sequences_per_s']:.1f} sequences/s, {result['threads']} threads); "
+    lines = [f"one step: {total:.0f} ms ({result['sequences_per_s']:.1f} sequences/s, {result['threads']} threads, "
+             f"{result.get('precision', 'float32')}); "
              f"{result['gflop_per_step']:.1f} GFLOP of matrix products -> {result['achieved_gflops']:.0f} GFLOP/s achieved",
              f"  {'phase':<18}{'ms/step':>9}{'share':>8}"]
     lines += [f"  {name:<18}{v:>9.1f}{v / total:>8.0%}" for name, v in result["phases"].items()]
@@ -357,8 +363,8 @@ def _variant_main(args: argparse.Namespace) -> int:
                                                   return_tensors="pt"))
             distiller.train(optimizer, commands, num_epochs=1, max_grad_norm=1.0, batch_postprocessor=tokenize)
     else:
-        if args.variant == "course":
-            step = course_step(teacher, student, args.max_length, device)
+        if args.variant in ("course", "course-bf16"):
+            step = course_step(teacher, student, args.max_length, device, cpu_bf16=args.variant == "course-bf16")
         else:
             step = naive_step(str(resolve_teacher_folder(args.teacher)), args.student_folder, tok, args.max_length, device)
             del teacher
@@ -441,7 +447,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads in each variant's process (default: torch's)")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--variant", choices=["course", "textbrewer", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=["course", "course-bf16", "textbrewer", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--student-folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -464,14 +470,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     if missing:
         print(f"TextBrewer not importable ({missing}): skipped; `pip install .[bench]` adds it.")
         variants.remove("textbrewer")
+    if device.type == "cpu" and native_cpu_bf16():  # the step a profile with cpu_bf16 runs on this CPU
+        variants.insert(1, "course-bf16")
+    peers = [v for v in variants if not v.startswith("course")]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         student_folder = export_hf(student, teacher.tokenizer, Path(tmp) / "student")
         results.update(_compare_steps(args, str(student_folder), variants, Path(tmp)))
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
-    for peer in variants[1:]:
-        for mode in ("random", "grouped"):
-            results[f"course_over_{peer}_{mode}"] = results["course"][mode]["sequences_per_s"] / results[peer][mode]["sequences_per_s"]
+    courses = [v for v in variants if v.startswith("course")]
+    for course in courses:
+        for peer in peers:
+            for mode in ("random", "grouped"):
+                results[f"{course}_over_{peer}_{mode}"] = (results[course][mode]["sequences_per_s"]
+                                                           / results[peer][mode]["sequences_per_s"])
+        results[f"{course}_grouped_over_random"] = (results[course]["grouped"]["sequences_per_s"]
+                                                    / results[course]["random"]["sequences_per_s"])
 
     sentences = [s for b in sst2_sentence_batches(1, 32, seed=1) for s in b]
     results["latency"] = {name: [inference_latency(m, sentences, bs, device=device) for bs in (1, 32)]
@@ -483,9 +497,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in variants:
         r = results[name]
         print(f"  {name:<11} {r['random']['sequences_per_s']:>14.1f} {r['grouped']['sequences_per_s']:>15.1f} {r['peak_memory_mb']:>9.0f}")
-    for peer in variants[1:]:
-        print(f"  course / {peer}: {results[f'course_over_{peer}_random']:.2f}x on random batches, "
-              f"{results[f'course_over_{peer}_grouped']:.2f}x length-grouped")
+    for course in courses:
+        for peer in peers:
+            print(f"  {course} / {peer}: {results[f'{course}_over_{peer}_random']:.2f}x on random batches, "
+                  f"{results[f'{course}_over_{peer}_grouped']:.2f}x length-grouped")
+        # the course's own loader against the random batches a plain DataLoader gives
+        print(f"  {course} length-grouped: {results[f'{course}_grouped_over_random']:.2f}x its own random batches"
+              + "".join(f", {results[course]['grouped']['sequences_per_s'] / results[p]['random']['sequences_per_s']:.2f}x "
+                        f"{p} on random batches" for p in peers))
     print(f"  load average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {', '.join(f'{x:.2f}' for x in results['load_average']['after'])}")
     print("inference latency (median) and throughput:")

@@ -175,7 +175,10 @@ def _length_fields(task: Task) -> tuple[str, ...]:
 
 
 def _fit_fields(profile: Profile, stage: str, *more: str) -> dict[str, Any]:
-    return profile_fields(profile, FitConfig.recorded_fields(stage) + more)
+    record = profile_fields(profile, FitConfig.recorded_fields(stage) + more)
+    if profile.cpu_bf16:  # recorded only when on, so the records of float32 runs stay as they were
+        record["cpu_bf16"] = True
+    return record
 
 
 # --- one run of the pipeline ----------------------------------------------------------------

@@ -61,6 +61,11 @@ class Profile:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    # bf16 autocast on a CPU that multiplies bf16 natively (AVX512-BF16 or AMX): matrix products at about twice
+    # float32's rate, while weights, optimiser state and losses stay float32. A CPU without those instructions
+    # would emulate bf16, slower than float32: there the run stays float32 and says so. (CUDA always trains in
+    # mixed precision: training.make_accelerator.)
+    cpu_bf16: bool = False
     grad_accum_steps: int = 1  # batches per optimiser step (batch sizes above are per batch, all processes together)
     log_every: int = 10
     # lesson 10: baselines and ablations share one smaller budget

@@ -144,3 +144,11 @@ def main_process_first() -> Iterator[None]:
 
     with PartialState().main_process_first():
         yield
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX), not by emulation."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch build without these probes (not x86): assume emulation
+        return False

@@ -8,7 +8,8 @@ General distillation, teacher fine-tuning and both task-distillation steps diffe
 - the settings of a run (:class:`FitConfig`), read from the profile by one builder for every
   stage (:meth:`FitConfig.for_stage`), so no stage can forget one;
 - AdamW with weight decay on matrices only, linear warm-up then linear decay;
-- gradient clipping; mixed precision (bf16, or fp16 with a scaler) on CUDA only;
+- gradient clipping; mixed precision: bf16, or fp16 with a scaler, on CUDA; bf16 on a CPU that computes
+  it natively when the profile asks (``cpu_bf16``);
 - a tqdm progress bar that works in JupyterLab and in papermill logs;
 - the loss components logged every ``log_every`` steps into a history list;
 - a checkpoint (:mod:`~tinybert_lib.checkpoints`: weights, optimiser/scheduler/RNG state and a
@@ -52,7 +53,7 @@ from .checkpoints import Checkpoint, rng_state
 from .data import make_loader
 from .profiles import Profile
 from .records import check_reuse
-from .runtime import is_main_process, keep_freed_memory, process_index, world_size
+from .runtime import is_main_process, keep_freed_memory, native_cpu_bf16, process_index, world_size
 from .stages import STAGES, TRAINING_STAGES
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class FitConfig:
     accumulation_steps: int = 1  # batches whose gradients add up before one optimiser step
     log_every: int = 10  # optimiser steps between two history records
     checkpoint_every: int = 200  # optimiser steps between two checkpoints (and one at each epoch's end)
+    cpu_bf16: bool = False  # bf16 autocast on a CPU with native bf16 (see Profile.cpu_bf16)
 
     @classmethod
     def for_stage(cls, profile: Profile, stage: str, **overrides: Any) -> "FitConfig":
@@ -99,7 +101,7 @@ class FitConfig:
         own = {key: getattr(profile, name) for key, name in STAGE_FIELDS[stage].items()}
         config = cls(**own, seed=profile.seed, warmup_ratio=profile.warmup_ratio, weight_decay=profile.weight_decay,
                      max_grad_norm=profile.max_grad_norm, accumulation_steps=profile.grad_accum_steps,
-                     log_every=profile.log_every)
+                     log_every=profile.log_every, cpu_bf16=profile.cpu_bf16)
         return dataclasses.replace(config, **overrides)
 
     @staticmethod
@@ -155,20 +157,28 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
     return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), max(total_steps, 1))
 
 
-def _mixed_precision_for(device: torch.device) -> str:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); full precision elsewhere."""
-    if device.type != "cuda":
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+def _mixed_precision_for(device: torch.device, cpu_bf16: bool = False) -> str:
+    """Mixed precision on CUDA (bf16 where supported, else fp16); bf16 on a CPU with native bf16 when
+    ``cpu_bf16``; full precision otherwise."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_bf16:
+        if native_cpu_bf16():
+            return "bf16"
+        log.warning("cpu_bf16: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); emulated bf16 is "
+                    "slower than float32, so this run trains in float32")
+    return "no"
 
 
-def make_accelerator(device: torch.device, accumulation_steps: int = 1) -> Accelerator:
+def make_accelerator(device: torch.device, accumulation_steps: int = 1, cpu_bf16: bool = False) -> Accelerator:
     """The Accelerate handle of one run: device, precision, gradient sync and accumulation.
 
     ``split_batches=True``: every process takes its share of the same global batch, so a run
-    on N processes sees the batches a single process would (only faster).
+    on N processes sees the batches a single process would (only faster). ``cpu_bf16``: on a CPU
+    with native bf16, the forward passes run under bf16 autocast (matrix products in bf16,
+    accumulated in float32; the weights, the optimiser and the losses stay float32).
     """
-    precision = _mixed_precision_for(device)
+    precision = _mixed_precision_for(device, cpu_bf16)
     if world_size() == 1 and is_initialized():
         state = AcceleratorState()
         if state.device.type != device.type or state.mixed_precision != precision:
@@ -264,7 +274,7 @@ def fit(
     result (see :mod:`~tinybert_lib.records`); stored in the checkpoint, and a checkpoint
     written with other settings is refused rather than resumed.
     """
-    accelerator = make_accelerator(device, config.accumulation_steps)
+    accelerator = make_accelerator(device, config.accumulation_steps, config.cpu_bf16)
     if device.type == "cpu":
         keep_freed_memory()
     for m in modules.values():
