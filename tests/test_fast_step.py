@@ -93,6 +93,18 @@ def _tiny_pair(seed: int = 0) -> tuple[Bert, Bert]:
     return teacher, student
 
 
+def _prepared_step(teacher: Bert, student: Bert, mapping: list[int], projections: nn.ModuleList, lr: float,
+                   cpu_bf16: bool = False):
+    """What fit prepares for the course's step: accelerator, step module, optimiser, constant schedule, parameters."""
+    modules = {"student": student, "projections": projections}
+    accelerator = make_accelerator(torch.device("cpu"), cpu_bf16=cpu_bf16)
+    optimizer = make_optimizer(modules.values(), lr=lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    step, optimizer, scheduler = accelerator.prepare(
+        TrainStep(modules, layer_distillation_loss(teacher, student, mapping, projections)), optimizer, scheduler)
+    return accelerator, step, optimizer, scheduler, [p for g in optimizer.param_groups for p in g["params"]]
+
+
 def test_truncated_teacher_gives_the_first_layers_of_a_full_pass():
     teacher, _ = _tiny_pair()
     ids = torch.randint(1, 60, (3, 9))
@@ -115,13 +127,7 @@ def test_training_steps_match_a_plain_reference(mapping_kind):
     ref_projections = make_projections(8, 16, 2)
     ref_projections.load_state_dict(projections.state_dict())
 
-    modules = {"student": student, "projections": projections}
-    accelerator = make_accelerator(torch.device("cpu"))
-    optimizer = make_optimizer(modules.values(), lr=1e-2, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    step, optimizer, scheduler = accelerator.prepare(
-        TrainStep(modules, layer_distillation_loss(teacher, student, mapping, projections)), optimizer, scheduler)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    accelerator, step, optimizer, scheduler, params = _prepared_step(teacher, student, mapping, projections, lr=1e-2)
 
     ref_params = list(ref_student.parameters()) + list(ref_projections.parameters())
     ref_opt = torch.optim.AdamW([{"params": [p for p in ref_params if p.ndim >= 2], "weight_decay": 0.01},
@@ -230,14 +236,8 @@ def test_a_bf16_step_tracks_the_float32_step_and_keeps_float32_weights():
     losses = {}
     for cpu_bf16 in (False, True):
         teacher, student = _tiny_pair()
-        projections = make_projections(8, 16, 2)
-        modules = {"student": student, "projections": projections}
-        accelerator = make_accelerator(torch.device("cpu"), cpu_bf16=cpu_bf16)
-        optimizer = make_optimizer(modules.values(), lr=1e-3, weight_decay=0.01)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        step, optimizer, scheduler = accelerator.prepare(
-            TrainStep(modules, layer_distillation_loss(teacher, student, layer_map(2, 4), projections)), optimizer, scheduler)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
+        accelerator, step, optimizer, scheduler, params = _prepared_step(
+            teacher, student, layer_map(2, 4), make_projections(8, 16, 2), lr=1e-3, cpu_bf16=cpu_bf16)
         g = torch.Generator().manual_seed(5)
         batch = {"input_ids": torch.randint(1, 60, (3, 9), generator=g), "attention_mask": _mask(3, 9, [9, 4, 6]),
                  "token_type_ids": torch.zeros(3, 9, dtype=torch.long)}

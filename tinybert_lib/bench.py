@@ -78,7 +78,8 @@ def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.dev
     The step of the pipeline's stages: ``distill.layer_distillation_loss`` for the loss and
     ``training.training_step`` (the body of ``fit``) with ``fit``'s optimiser, at a constant
     learning rate ``lr``; ``cpu_bf16`` as a profile's (bf16 autocast on a CPU with native bf16).
-    Returns a function that takes sentences and gives their real token count.
+    Returns a function that takes sentences and gives their real token count; its ``precision``
+    is what the step computes in (Accelerate's ``mixed_precision``: ``"no"``, ``"bf16"``, ``"fp16"``).
     """
     from .distill import layer_distillation_loss
     from .training import TrainStep, make_accelerator, make_optimizer, training_step
@@ -103,6 +104,7 @@ def course_step(teacher: Bert, student: Bert, max_length: int, device: torch.dev
         training_step(accelerator, train_step, batch, optimizer, scheduler, params, max_grad_norm)
         return int(batch["attention_mask"].sum())
 
+    step.precision = accelerator.mixed_precision  # decided once, by make_accelerator
     return step
 
 
@@ -227,7 +229,7 @@ def profile_step(teacher: Bert, student: Bert, sentences: Optional[list[list[str
         "gflop_per_step": flops / steps / 1e9,
         "achieved_gflops": flops / seconds / 1e9,
         "threads": torch.get_num_threads(),
-        "precision": "bf16" if cpu_bf16 and device.type == "cpu" and native_cpu_bf16() else "float32",
+        "precision": "float32" if step.precision == "no" else step.precision,
     }
 
 
@@ -484,6 +486,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             for mode in ("random", "grouped"):
                 results[f"{course}_over_{peer}_{mode}"] = (results[course][mode]["sequences_per_s"]
                                                            / results[peer][mode]["sequences_per_s"])
+            # the course's own loader against the random batches a plain DataLoader gives
+            results[f"{course}_grouped_over_{peer}_random"] = (results[course]["grouped"]["sequences_per_s"]
+                                                               / results[peer]["random"]["sequences_per_s"])
         results[f"{course}_grouped_over_random"] = (results[course]["grouped"]["sequences_per_s"]
                                                     / results[course]["random"]["sequences_per_s"])
 
@@ -501,10 +506,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for peer in peers:
             print(f"  {course} / {peer}: {results[f'{course}_over_{peer}_random']:.2f}x on random batches, "
                   f"{results[f'{course}_over_{peer}_grouped']:.2f}x length-grouped")
-        # the course's own loader against the random batches a plain DataLoader gives
         print(f"  {course} length-grouped: {results[f'{course}_grouped_over_random']:.2f}x its own random batches"
-              + "".join(f", {results[course]['grouped']['sequences_per_s'] / results[p]['random']['sequences_per_s']:.2f}x "
-                        f"{p} on random batches" for p in peers))
+              + "".join(f", {results[f'{course}_grouped_over_{p}_random']:.2f}x {p} on random batches" for p in peers))
     print(f"  load average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {', '.join(f'{x:.2f}' for x in results['load_average']['after'])}")
     print("inference latency (median) and throughput:")
