@@ -36,7 +36,7 @@ PROFILE_DEPENDENT_FIELDS = (
     "augment_n", "augment_k", "augment_limit", "intermediate_epochs", "prediction_epochs",
     "intermediate_batch_size", "prediction_batch_size", "log_every", "ablation_examples", "ablation_epochs", "ablation_seeds", "general_corpus",
     "classifier_pooling", "finetune_lr", "intermediate_lr", "prediction_lr", "temperature", "scratch_lr",
-    "ablation_finetune_lr",
+    "ablation_finetune_lr", "cpu_bf16",
 )
 # The architecture: the same in smoke and cpu, so checked cells may show it (their outputs differ under gpu).
 ARCHITECTURE_FIELDS = ("teacher", "student")
