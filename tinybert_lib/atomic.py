@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from .errors import writing
+
 TMP_TAG = ".tmp-"  # temporary siblings are named ``.<name>.tmp-<pid>-<random>``
 
 
@@ -85,7 +87,7 @@ def _atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
-        with open(tmp, "wb") as f:  # plain open: the umask's mode, not mkstemp's 0600
+        with writing(path, "file"), open(tmp, "wb") as f:  # plain open: the umask's mode, not mkstemp's 0600
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -102,15 +104,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
+def atomic_file(path: str | Path, what: str = "file") -> Iterator[Path]:
     """Yield a temporary path to write (by any library); on success it replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
-        yield tmp
-        _apply_umask(tmp)
-        _fsync_tree(tmp)
+        with writing(path, what):
+            yield tmp
+            _apply_umask(tmp)
+            _fsync_tree(tmp)
         os.replace(tmp, path)
         _fsync_path(path.parent)
     finally:
@@ -118,7 +121,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(dest: str | Path) -> Iterator[Path]:
+def atomic_folder(dest: str | Path, what: str = "version") -> Iterator[Path]:
     """Yield an empty temporary folder to fill; on success it replaces ``dest`` as a whole.
 
     The previous ``dest`` is parked at ``.<name>.old`` between the two renames, so a kill
@@ -130,9 +133,10 @@ def atomic_folder(dest: str | Path) -> Iterator[Path]:
     tmp = _temp_sibling(dest)
     tmp.mkdir()
     try:
-        yield tmp
-        _apply_umask(tmp)
-        _fsync_tree(tmp)
+        with writing(dest, what):  # a full disk: one line, and the previous folder stays in place
+            yield tmp
+            _apply_umask(tmp)
+            _fsync_tree(tmp)
         old = old_sibling(dest)
         shutil.rmtree(old, ignore_errors=True)
         if dest.exists():

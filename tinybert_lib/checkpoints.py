@@ -30,11 +30,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_folder, recover_folder
+from .errors import CourseError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CourseError, RuntimeError):
     """A checkpoint folder that cannot be read back; the message says what to delete."""
 
 
@@ -77,7 +78,7 @@ class Checkpoint:
     def save(self, modules: dict[str, nn.Module], state: dict[str, Any], optimizer=None, scheduler=None, scaler=None,
              rng_states: Optional[list[dict[str, Any]]] = None) -> None:
         """Write the folder; ``rng_states``: one :func:`rng_state` per process (default: this one's)."""
-        with atomic_folder(self.folder) as tmp:
+        with atomic_folder(self.folder, "checkpoint") as tmp:
             for name, module in modules.items():
                 # safetensors refuses aliased tensors (a shared projection); store each storage once,
                 # deduplicated before the copy to the CPU, which would hide the aliasing on a GPU.

@@ -10,7 +10,8 @@ Two kinds of data are used:
   :func:`load_task` reads any of them.
 * **WikiText-2**, tokenised release (``wikitext-2/wiki.train.tokens``, ``wiki.valid.tokens``):
   the general-distillation corpus. The ``gpu`` profile reads **WikiText-103** (the same release,
-  50 times the text) instead: see :func:`general_corpus_lines`.
+  50 times the text) instead, and a profile may name a UTF-8 text file of one's own: see
+  :func:`general_corpus_lines`.
 
 The files live in :func:`data_dir` (``data/`` in the repository, or ``$TINYBERT_DATA_DIR``), put
 there by ``make data``. Getting them (mirror, hub) and checking them (checksums, row and label
@@ -37,12 +38,14 @@ from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 # data_dir, CORPUS_FILES and the two errors are part of this module's interface too (lessons use them).
-from .data_setup import (CORPUS_FILES, EXPECTED_SHA256, WIKITEXT103_TRAIN, DataIntegrityError, DataNotFoundError,
-                         _read_lines, _read_task_rows, _require, _wikitext103_raw_lines, check_general_corpus, data_dir)
+from .data_setup import (CORPUS_FILES, EXPECTED_SHA256, WIKITEXT103_TRAIN, CorpusFileError,
+                         DataIntegrityError, DataNotFoundError, _corpus_file_documents, _read_lines,
+                         _read_task_rows, _require, _wikitext103_raw_lines, check_corpus_file,
+                         check_general_corpus, data_dir, is_corpus_file)
 from .tasks import SST2, Task, get_task
 
 __all__ = [
-    "CORPUS_FILES", "DataIntegrityError", "DataNotFoundError", "SST2_FILES", "SST2_LABELS",
+    "CORPUS_FILES", "CorpusFileError", "DataIntegrityError", "DataNotFoundError", "SST2_FILES", "SST2_LABELS",
     "clean_wikitext_line", "corpus_blocks", "data_dir", "general_corpus_lines", "load_corpus_lines",
     "load_sst2", "load_task", "make_loader", "tokenize_task",
 ]
@@ -165,6 +168,11 @@ def load_corpus_lines(
 def _general_corpus_source(corpus: str, unk_token: str) -> tuple[Iterator[str], str]:
     """Cleaned training lines of ``corpus`` and the corpus they really come from (see general_corpus_lines)."""
     check_general_corpus(corpus)
+    if is_corpus_file(corpus):
+        found = check_corpus_file(corpus)
+        logger.info("general-distillation corpus: %s (%d documents, one per %s)", found.path, found.documents,
+                    "paragraph" if found.layout == "paragraphs" else "line")
+        return _corpus_file_documents(found.path), str(found.path)
     if corpus == "wikitext-103":
         raw, origin = _wikitext103_raw_lines()
         if raw is not None:
@@ -194,6 +202,9 @@ def general_corpus_lines(corpus: str = "wikitext-2", unk_token: str = "[UNK]", l
     hub (``Salesforce/wikitext``, config ``wikitext-103-v1``, cached by ``datasets`` after the first
     download). When none can be had (offline, no copy, no connection), it warns and returns
     WikiText-2's lines.
+    A path to a UTF-8 text file of one's own: its documents, separated by blank lines (a paragraph's
+    lines joined by a space), or one per line when no blank line separates two lines of text; the
+    text is used as it is (none of WikiText's cleaning).
 
     ``limit`` keeps the first ``limit`` cleaned lines. The source is chosen (and any warning given)
     when the function is called; the lines are read lazily.
@@ -218,7 +229,8 @@ def corpus_blocks(
     Lines are tokenised lazily in chunks, so ``max_blocks`` keeps smoke runs cheap.
 
     ``corpus``: for ``split="train"``, which corpus (:func:`general_corpus_lines`: ``"wikitext-103"``
-    falls back to WikiText-2, with a warning, when it cannot be had). ``split="valid"`` is always
+    falls back to WikiText-2, with a warning, when it cannot be had; a file path reads that file's
+    documents as the lines, and a file too short for one block is an error). ``split="valid"`` is always
     WikiText-2's validation file: the same articles as WikiText-103's validation split (only the
     rare words replaced by ``<unk>`` differ), so held-out losses compare across corpora.
 
@@ -241,7 +253,8 @@ def corpus_blocks(
         what = "lines"
     elif split == "train":
         source, used = _general_corpus_source(corpus, tokenizer.unk_token)
-        what = f"{used} train" + ("" if used == corpus else f", in place of {corpus}")
+        what = (used if is_corpus_file(corpus)
+                else f"{used} train" + ("" if used == corpus else f", in place of {corpus}"))
     else:
         source, what = _iter_corpus_lines(split, tokenizer.unk_token), f"wikitext-2 {split}"
     while max_blocks is None or len(blocks) < max_blocks:
@@ -258,6 +271,10 @@ def corpus_blocks(
             blocks.append([tokenizer.cls_token_id, *stream[start : start + body], tokenizer.sep_token_id])
             start += body
         del stream[:start]
+    if not blocks and max_blocks != 0 and lines is None and split == "train" and is_corpus_file(corpus):
+        # Training on no block would fail far from the cause: say it here, with the file.
+        raise CorpusFileError(f"corpus file {what} is too short: its {len(stream):,} tokens make no block of "
+                              f"{block_size} tokens; give more text (or a smaller max_seq_len_general)")
     logger.info("corpus_blocks(%s): %d blocks of %d tokens", what, len(blocks), block_size)
     return Dataset.from_dict(
         {

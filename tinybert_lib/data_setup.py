@@ -31,9 +31,10 @@ import sys
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from .atomic import atomic_file, atomic_write_text
+from .errors import CourseError, debug_enabled
 from .tasks import SST2, TASKS, Task
 
 if TYPE_CHECKING:
@@ -88,9 +89,14 @@ EXPECTED_LABELS: dict[str, dict[int, int]] = {
     "cola/dev.tsv": {0: 322, 1: 721},
 }
 
-#: What ``prepare_data`` wrote, in the data folder: size, mtime and sha256 of each file, so that
-#: every load can check cheaply that the file is still the one verified then.
+#: What ``prepare_data`` wrote, in the data folder: sha256 of each file and its stat fields
+#: (``_STAT_FIELDS``), so that every load can check cheaply that the file is still the one verified then.
 MANIFEST = ".prepared.json"
+#: The stat fields a file's manifest entry records. Size and mtime alone can be fooled: an edit of the
+#: same length followed by ``os.utime`` (or ``touch -d``, ``cp -p``) restores both. The inode change time
+#: cannot be set back by user code (the kernel sets it on every write, chmod, utime or rename) and a file
+#: replaced by another has a new inode, so an unchanged tuple means unchanged bytes.
+_STAT_FIELDS: tuple[str, ...] = ("size", "mtime_ns", "ino", "ctime_ns")
 
 #: The course's task files, and the task each belongs to (how it is laid out).
 TASK_FILES: dict[str, Task] = {relpath: task for task in TASKS.values() for relpath in task.files.values()}
@@ -99,9 +105,10 @@ CORPUS_FILES: dict[str, str] = {
     "valid": "wikitext-2/wiki.valid.tokens",
 }
 
-#: General-distillation corpora a profile may name (``Profile.general_corpus``). Both are the tokenised
-#: WikiText release, cleaned the same way; WikiText-103's train split is read from the data folder, a
-#: mirror or the hub (``data.general_corpus_lines``) and is never part of ``prepare_data``: it is 540 MB.
+#: General-distillation corpora a profile may name (``Profile.general_corpus``), besides the path of a text
+#: file of one's own (:func:`check_corpus_file`). Both are the tokenised WikiText release, cleaned the same
+#: way; WikiText-103's train split is read from the data folder, a mirror or the hub
+#: (``data.general_corpus_lines``) and is never part of ``prepare_data``: it is 540 MB.
 GENERAL_CORPORA: tuple[str, ...] = ("wikitext-2", "wikitext-103")
 #: Where a local copy of WikiText-103 train may lie, in the data folder or in ``$DATA_MIRROR``: the
 #: file of that name from the original release (wikitext-103-v1.zip).
@@ -127,14 +134,15 @@ _MAKE_DATA_HINT = (
     "or run `make data` with internet access so the files download from the Hugging Face hub"
 )
 _DAMAGED_HINT = "the file is damaged: get it again with `make data` (python -m tinybert_lib data prepare --force)"
+_NOT_UTF8_HINT = "save the file as UTF-8"
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(CourseError, FileNotFoundError):
     """The course data (or a mirror file) is missing; the message says how to get it."""
 
 
-class DataIntegrityError(ValueError):
-    """A data file exists but is not the expected one (wrong checksum or row count)."""
+class DataIntegrityError(CourseError, ValueError):
+    """A data file exists but is not the expected one (wrong checksum, row count or encoding)."""
 
 
 class FileStatus(NamedTuple):
@@ -165,23 +173,54 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data"
 
 
-_VERIFIED: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) already checked in this process
+_StatKey = tuple[int, ...]
+_VERIFIED: dict[str, _StatKey] = {}  # path -> _stat_key of the file already checked in this process
+
+
+def _stat_key(st: os.stat_result) -> _StatKey:
+    """The values of ``_STAT_FIELDS``: while they stay the same, the file's bytes have not changed."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _stat_entry(st: os.stat_result) -> dict[str, int]:
+    """A manifest entry's stat fields."""
+    return dict(zip(_STAT_FIELDS, _stat_key(st)))
 
 
 def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     try:
-        return json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _record_verified(folder: Path, relpath: str, st: os.stat_result, digest: str) -> None:
+    """Record in the manifest that ``relpath``, with stat ``st``, was hashed again and is good.
+
+    A copied or restored data folder (new inodes and ctimes) or a manifest written before the inode
+    and ctime were recorded costs one re-hash per file; this makes the next check cheap again. ``st``
+    was taken before hashing, so a file changed while it was hashed no longer matches and is hashed
+    again next time.
+    """
+    manifest = _read_manifest(folder)  # read again: another process may have updated other entries
+    entry = manifest.get(relpath)
+    manifest[relpath] = {**(entry if isinstance(entry, dict) else {}), **_stat_entry(st), "sha256": digest,
+                         "origin": "mirror" if digest == EXPECTED_SHA256[relpath] else "hub"}
+    try:
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    except OSError as err:  # a read-only data folder: this process remembers it (_VERIFIED), others re-hash
+        logger.debug("could not update %s (%s)", folder / MANIFEST, err)
 
 
 def _require(relpath: str, strict: bool = False) -> Path:
     """Path of a checked data file, or an error that says what is wrong and how to fix it.
 
     In a folder filled by :func:`prepare_data` (it holds ``.prepared.json``), the file must be
-    the one prepared: same size and mtime (cheap), else the same sha256. Elsewhere (a mirror,
-    files of your own) it is compared with the course's sha256; a different file is refused
-    when ``strict`` (the pre-run check), and used with a warning otherwise.
+    the one prepared: same size, mtime, inode and inode change time (cheap), else the same sha256
+    (and then the manifest records the new stat fields). Elsewhere (a mirror, files of your own)
+    it is compared with the course's sha256; a different file is refused when ``strict`` (the
+    pre-run check), and used with a warning otherwise.
     """
     root = data_dir()
     path = root / relpath  # an absolute relpath (a task of your own) stays as it is
@@ -192,13 +231,15 @@ def _require(relpath: str, strict: bool = False) -> Path:
         return path
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found. To get the course data, {_MAKE_DATA_HINT}.")
-    st = path.stat()
-    key = (st.st_size, st.st_mtime_ns)
+    st = path.stat()  # before hashing: a change made while hashing shows in the next check
+    key = _stat_key(st)
     if _VERIFIED.get(str(path)) == key:
         return path
     manifest = _read_manifest(root)
     entry = manifest.get(relpath)
-    if not (entry and (entry.get("size"), entry.get("mtime_ns")) == key):
+    entry = entry if isinstance(entry, dict) else None
+    # A manifest from before inode and ctime were recorded lacks them: one re-hash, then recorded.
+    if not (entry and tuple(entry.get(field) for field in _STAT_FIELDS) == key):
         digest = _sha256(path)
         accepted = {EXPECTED_SHA256[relpath]} | ({entry.get("sha256")} if entry else set())
         if digest not in accepted:
@@ -208,12 +249,14 @@ def _require(relpath: str, strict: bool = False) -> Path:
                 + (f"{entry.get('size', 0):,} bytes with sha256 {str(entry.get('sha256'))[:16]}..." if entry
                    else f"sha256 {EXPECTED_SHA256[relpath][:16]}...")
                 + "; it was truncated or edited. Get it again with `make data` "
-                "(python -m tinybert_lib data prepare --force)"
+                "(python -m tinybert_lib data prepare --force), or delete it and run `data prepare`"
             )
             if manifest or strict:
                 raise DataIntegrityError(message + ".")
             if str(path) not in _VERIFIED:
                 logger.warning("%s; using it anyway (this folder was not filled by `data prepare`)", message)
+        elif manifest:  # the same bytes under new stat fields (a copied folder, an old manifest)
+            _record_verified(root, relpath, st, digest)
     _VERIFIED[str(path)] = key
     return path
 
@@ -244,6 +287,34 @@ def _count_rows(relpath: str, path: Path) -> int:
     task = TASK_FILES.get(relpath)
     has_header = task.header if task is not None else relpath.endswith(".tsv")
     return lines - 1 if has_header else lines
+
+
+def _not_utf8(path: Path, fix: str, err: UnicodeDecodeError | None = None) -> DataIntegrityError:
+    """The error for a text file that is not UTF-8: file, 1-based line, the byte and where it is, ``fix``.
+
+    A text-mode read reports only the offset inside its read buffer, so the file is read again as
+    bytes, line by line (a UTF-8 character never holds a newline byte), to find the first bad byte.
+    """
+    offset = 0
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                where = f"byte 0x{line[bad.start]:02x} at column {bad.start + 1}"
+                return DataIntegrityError(f"{path}, line {number}: not valid UTF-8 ({where}, "
+                                          f"byte offset {offset + bad.start:,} in the file); {fix}")
+            offset += len(line)
+    # Not found again: the file changed since the read that failed.
+    return DataIntegrityError(f"{path}: not valid UTF-8 ({err.reason if err else 'a bad byte'}); {fix}")
+
+
+def _utf8_lines(f: TextIO, path: Path, fix: str) -> Iterator[str]:
+    """The lines of ``f`` (a text file opened on ``path``); a decoding error becomes :func:`_not_utf8`'s."""
+    try:
+        yield from f
+    except UnicodeDecodeError as err:  # the decoder's own error names neither the file nor the line
+        raise _not_utf8(path, fix, err) from None
 
 
 def _check_rows(relpath: str, path: Path, origin: str) -> int:
@@ -287,7 +358,8 @@ def _read_task_rows(task: Task, path: Path, limit: int | None = None,
     # utf-8-sig: GLUE's MRPC files start with a byte-order mark, which is not part of the header.
     # QUOTE_NONE: a field may start with a double quote, which is text, not CSV quoting.
     with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        lines = _utf8_lines(f, path, _DAMAGED_HINT if course_file else _NOT_UTF8_HINT)
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
         if task.header:
             header = next(reader, None)
             if header != list(task.file_columns):
@@ -396,12 +468,12 @@ def _write_task_rows(f: Any, task: Task, rows: Any) -> None:
 
 
 def _write_manifest(target_dir: Path) -> None:
-    """Record size, mtime and sha256 of every prepared file (loads compare against it)."""
+    """Record the stat fields (``_STAT_FIELDS``) and sha256 of every prepared file (loads compare)."""
     manifest = {}
     for relpath in EXPECTED_SHA256:
         path = target_dir / relpath
-        st, digest = path.stat(), _sha256(path)
-        manifest[relpath] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest,
+        st, digest = path.stat(), _sha256(path)  # stat first: see _record_verified
+        manifest[relpath] = {**_stat_entry(st), "sha256": digest,
                              "origin": "mirror" if digest == EXPECTED_SHA256[relpath] else "hub"}
     try:
         atomic_write_text(target_dir / MANIFEST, json.dumps(manifest, indent=1))
@@ -433,7 +505,7 @@ def prepare_data(
             label counts or a malformed line (named with its file and line); offline, also
             a present file that is damaged and cannot be replaced.
 
-    Writes ``.prepared.json`` (size, mtime and sha256 of each file), which every load checks.
+    Writes ``.prepared.json`` (sha256 and stat fields of each file), which every load checks.
     """
     mirror = mirror if mirror is not None else (os.environ.get("DATA_MIRROR") or None)
     mirror_dir = Path(mirror).expanduser() if mirror is not None else None
@@ -503,15 +575,123 @@ def prepare_data(
 
 
 # --------------------------------------------------------------------------------------
-# WikiText-103: a local copy, a mirror or the hub (never prepared)
+# General-distillation corpora: WikiText-2, WikiText-103 (a local copy, a mirror or the hub,
+# never prepared) or a text file of one's own
 # --------------------------------------------------------------------------------------
 
 
-def check_general_corpus(corpus: str) -> str:
-    """``corpus`` if it is a general-distillation corpus this course knows, else a ValueError naming them."""
-    if corpus not in GENERAL_CORPORA:
-        raise ValueError(f"unknown general-distillation corpus {corpus!r}; valid corpora: {', '.join(GENERAL_CORPORA)}")
-    return corpus
+class CorpusFileError(CourseError, ValueError):
+    """A general-distillation corpus that is neither one the course knows nor a usable text file."""
+
+
+class CorpusFile(NamedTuple):
+    """A UTF-8 text file of one's own as the general-distillation corpus (:func:`check_corpus_file`)."""
+
+    path: Path  # absolute
+    sha256: str
+    layout: str  # "paragraphs" (blank lines separate the documents) or "lines" (one document per line)
+    documents: int
+
+
+_CORPUS_FILES_READ: dict[str, tuple[_StatKey, CorpusFile]] = {}  # path -> (its _stat_key, what was read)
+
+
+def is_corpus_file(corpus: str | os.PathLike[str]) -> bool:
+    """Whether ``corpus`` (``Profile.general_corpus``) names a file of one's own, not a WikiText corpus."""
+    return os.fspath(corpus) not in GENERAL_CORPORA
+
+
+def _looks_like_path(corpus: str) -> bool:
+    return "/" in corpus or os.sep in corpus or corpus.startswith(("~", ".")) or bool(Path(corpus).suffix)
+
+
+def check_general_corpus(corpus: str | os.PathLike[str]) -> str:
+    """``corpus`` if it is a WikiText corpus of the course or an existing file, else :class:`CorpusFileError`.
+
+    Only looks whether the file is there (cheap: every profile runs this); :func:`check_corpus_file` reads it.
+    """
+    corpus = os.fspath(corpus)
+    if corpus in GENERAL_CORPORA:
+        return corpus
+    path = Path(corpus).expanduser()
+    names = ", ".join(GENERAL_CORPORA)
+    if path.is_file():
+        return corpus
+    if path.exists():
+        raise CorpusFileError(f"the general-distillation corpus {path.absolute()} is not a file; give a "
+                              f"UTF-8 text file, or one of {names}")
+    if _looks_like_path(corpus):
+        raise CorpusFileError(f"corpus file {path.absolute()} not found (a general-distillation corpus is "
+                              f"one of {names}, or the path of a UTF-8 text file)")
+    # A typo of a corpus name ("wikitext-3") is far likelier than a file of that name.
+    raise CorpusFileError(f"unknown general-distillation corpus {corpus!r}; valid corpora: {names}, or the "
+                          f"path of a UTF-8 text file (there is no file {corpus!r} in {Path.cwd()})")
+
+
+def check_corpus_file(corpus: str | os.PathLike[str]) -> CorpusFile:
+    """Read a corpus file of one's own once: its sha256, layout and number of documents.
+
+    Documents are separated by blank lines; a file without a blank line between two lines of text
+    holds one document per line. A file that cannot be read, is not UTF-8 (the error names the
+    line) or holds no text is a :class:`CorpusFileError` / :class:`DataIntegrityError`. What was
+    read is kept while the file's size, mtime, inode and inode change time stay the same.
+    """
+    check_general_corpus(corpus)
+    path = Path(corpus).expanduser().absolute()
+    try:
+        key = _stat_key(path.stat())
+        known = _CORPUS_FILES_READ.get(str(path))
+        if known is not None and known[0] == key:
+            return known[1]
+        digest = hashlib.sha256()
+        lines = paragraphs = 0
+        in_paragraph = blank_after_text = separated = False
+        with path.open("rb") as f:  # bytes: the sha256 is the file's, whatever its line endings
+            for number, raw in enumerate(f, start=1):
+                digest.update(raw)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _not_utf8(path, _NOT_UTF8_HINT) from None
+                if number == 1:
+                    text = text.removeprefix("\ufeff")  # a byte-order mark is no text
+                if text.strip():
+                    lines += 1
+                    paragraphs += not in_paragraph
+                    separated = separated or blank_after_text
+                    in_paragraph, blank_after_text = True, False
+                else:  # blank lines before the first text or after the last separate nothing
+                    in_paragraph, blank_after_text = False, lines > 0
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise CorpusFileError(f"cannot read corpus file {path} ({reason})") from None
+    if not lines:
+        raise CorpusFileError(f"corpus file {path} holds no text (it is empty or blank); give a UTF-8 text "
+                              "file with one document per line, or documents separated by blank lines")
+    found = CorpusFile(path, digest.hexdigest(), "paragraphs" if separated else "lines",
+                       paragraphs if separated else lines)
+    _CORPUS_FILES_READ[str(path)] = (key, found)
+    return found
+
+
+def _corpus_file_documents(corpus: str | os.PathLike[str]) -> Iterator[str]:
+    """The documents of a corpus file of one's own (see :func:`check_corpus_file`), each on one line.
+
+    A paragraph's lines are joined with a space, as WikiText keeps a paragraph on one line.
+    """
+    found = check_corpus_file(corpus)
+    paragraph: list[str] = []
+    for number, line in enumerate(_read_lines(found.path, _NOT_UTF8_HINT), start=1):
+        text = (line.removeprefix("\ufeff") if number == 1 else line).strip()
+        if text and found.layout == "lines":
+            yield text
+        elif text:
+            paragraph.append(text)
+        elif paragraph:
+            yield " ".join(paragraph)
+            paragraph = []
+    if paragraph:
+        yield " ".join(paragraph)
 
 
 def _local_wikitext103() -> Path | None:
@@ -522,7 +702,7 @@ def _local_wikitext103() -> Path | None:
         if not path.is_file():
             continue
         st = path.stat()
-        if _VERIFIED.get(str(path)) != (st.st_size, st.st_mtime_ns):
+        if _VERIFIED.get(str(path)) != _stat_key(st):
             rows = _count_rows(WIKITEXT103_TRAIN, path)
             if rows != WIKITEXT103_ROWS:
                 raise DataIntegrityError(
@@ -530,16 +710,17 @@ def _local_wikitext103() -> Path | None:
                     "truncated or another file. Replace it with the file from the original release (wikitext-103-v1.zip), "
                     "or delete it to read WikiText-103 from the Hugging Face hub."
                 )
-            _VERIFIED[str(path)] = (st.st_size, st.st_mtime_ns)
+            _VERIFIED[str(path)] = _stat_key(st)
         return path
     return None
 
 
-def _read_lines(path: Path) -> Iterator[str]:
+def _read_lines(path: Path, fix: str = _DAMAGED_HINT) -> Iterator[str]:
+    """The lines of a UTF-8 text file; a byte that is not UTF-8 is an error naming file, line and ``fix``."""
     # newline="\n": split on "\n" only, as the file is defined; Wikipedia text may hold
     # other Unicode line separators inside a line.
     with path.open(encoding="utf-8", newline="\n") as f:
-        yield from f
+        yield from _utf8_lines(f, path, fix)
 
 
 def _hub_rows(dataset: Dataset) -> Iterator[str]:
@@ -552,7 +733,9 @@ def _wikitext103_raw_lines() -> tuple[Iterator[str] | None, str]:
     """Raw lines of WikiText-103 train and where they come from, or ``(None, why not)``."""
     local = _local_wikitext103()
     if local is not None:
-        return _read_lines(local), str(local)
+        fix = ("replace it with the file from the original release (wikitext-103-v1.zip), or delete it "
+               "to read WikiText-103 from the Hugging Face hub")
+        return _read_lines(local, fix), str(local)
     name, config, split = _WIKITEXT103_HUB
     if _hub_offline():
         return None, "the Hugging Face hub is disabled (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and no local copy was found"
@@ -584,7 +767,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = prepare_data(mirror=args.mirror, target=target, force=args.force)
     except (DataNotFoundError, DataIntegrityError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if debug_enabled():
+            raise
+        # One line, no traceback: the message names the file and the fix. A reason quoted from
+        # elsewhere (a hub error) may hold newlines; they would split the line.
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a target folder that cannot be created or written
         where = f" ({exc.filename})" if exc.filename else ""

@@ -31,6 +31,7 @@ from torch import nn
 
 from .atomic import atomic_file
 from .bert import Bert, BertConfig
+from .errors import CourseError
 from .export import export_hf
 from .teachers import load_tokenizer
 
@@ -41,7 +42,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VARIANTS = ("pytorch fp32", "pytorch int8", "onnx fp32", "onnx int8")
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(CourseError, RuntimeError):
     """A shipped model that is missing, incomplete or unreadable; the message says how to rebuild it."""
 
 
@@ -165,6 +166,8 @@ def load_classifier(folder: str | Path, onnx: bool = False, int8: bool = False, 
         raise DeploymentError(f"{folder} is not a folder: give a model folder written by export_hf or tinybert_lib.deploy.ship.")
     variant = f"{'onnx' if onnx else 'pytorch'} {'int8' if int8 else 'fp32'}"
     _require(folder / "config.json", "the folder is not an exported model; write it with export_hf or tinybert_lib.deploy.ship.")
+    if not _config_has_head(_read_config(folder)):
+        raise _no_head(folder)
     if onnx:
         session = _onnx_session(_require(variant_file(folder, variant), "export it with tinybert_lib.deploy.ship (lesson 12)."), threads)
 
@@ -178,6 +181,8 @@ def load_classifier(folder: str | Path, onnx: bool = False, int8: bool = False, 
             model = Bert.from_folder(folder).eval()
         except (OSError, ValueError, SafetensorError) as err:
             raise DeploymentError(f"cannot load the PyTorch model in {folder}: {err}") from err
+        if model.config.num_labels == 0:  # config.json may claim a head its weights lack; the weights decide
+            raise _no_head(folder)
         if int8:
             model = quantize_torch(model)
         if threads:
@@ -192,14 +197,48 @@ def load_classifier(folder: str | Path, onnx: bool = False, int8: bool = False, 
 def _tokenizer(folder: Path):
     try:
         return load_tokenizer(folder)
+    except CourseError as err:  # no tokenizer files, or another model's: already one line that says what to do
+        raise DeploymentError(str(err)) from err
     except (OSError, ValueError) as err:
         raise DeploymentError(f"{folder} has no usable tokenizer ({err}); export the model with its tokenizer "
                               "(export_hf(model, tokenizer, folder)).") from err
 
 
+def _read_config(folder: Path) -> dict[str, Any]:
+    """config.json as a dict; a damaged file is a ``DeploymentError``, not a JSON traceback."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DeploymentError(f"cannot read {folder / 'config.json'} ({err}); export the model again with "
+                              "export_hf or tinybert_lib.deploy.ship.") from err
+    if not isinstance(config, dict):
+        raise DeploymentError(f"{folder / 'config.json'} is not a model configuration (a JSON object); "
+                              "export the model again with export_hf or tinybert_lib.deploy.ship.")
+    return config
+
+
+def _config_has_head(config: dict[str, Any]) -> bool:
+    """False when config.json says the model has no classification head (a plain encoder).
+
+    export_hf writes a headless model as ``architectures: ["BertModel"]`` (with transformers'
+    placeholder ``num_labels: 1``), so the architecture, not the label count, tells; a config that
+    names no architecture is given the benefit of the doubt (the PyTorch path checks the weights).
+    """
+    if config.get("num_labels") == 0:
+        return False
+    architectures = config.get("architectures") or []
+    return not architectures or any(str(a).endswith("ForSequenceClassification") for a in architectures)
+
+
+def _no_head(folder: Path) -> DeploymentError:
+    return DeploymentError(f"{folder} has no classification head (a pre-trained encoder or a "
+                           "general-distillation student), so it cannot classify: give a task-distilled "
+                           "student or a fine-tuned teacher (e.g. build/cpu/artifacts/task_step2/model).")
+
+
 def _labels(folder: Path) -> tuple[str, ...]:
     """The class names in config.json (``id2label``), in label-id order."""
-    config = BertConfig.from_dict(json.loads((folder / "config.json").read_text()))  # the parser export_hf's reader uses
+    config = BertConfig.from_dict(_read_config(folder))  # the parser export_hf's reader uses
     return config.label_names or tuple(f"LABEL_{i}" for i in range(max(config.num_labels, 2)))
 
 

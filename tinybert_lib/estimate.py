@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .bert import Bert, BertConfig
-from .data import SST2_FILES
+from .data import SST2_FILES, general_corpus_lines
 from .data_setup import EXPECTED_ROWS
 from .losses import layer_map, make_projections, prediction_loss, transformer_loss
 from .profiles import Profile, get_profile
@@ -60,7 +60,15 @@ def general_blocks(profile: Profile | str) -> int:
     Assumes WikiText-103 is had when the profile names it (offline, a run falls back to WikiText-2).
     """
     p = get_profile(profile)
-    return p.corpus_max_blocks or CORPUS_BLOCKS_128[p.general_corpus] * 128 // p.max_seq_len_general
+    return p.corpus_max_blocks or _corpus_blocks_128(p.general_corpus) * 128 // p.max_seq_len_general
+
+
+def _corpus_blocks_128(corpus: str) -> int:
+    """Blocks of 128 tokens in ``corpus``; a file of one's own: scaled from WikiText-2's by word count."""
+    if corpus in CORPUS_BLOCKS_128:
+        return CORPUS_BLOCKS_128[corpus]
+    words = sum(len(document.split()) for document in general_corpus_lines(corpus))
+    return round(WIKITEXT2_BLOCKS_128 * words / WIKITEXT2_TRAIN_WORDS)
 
 
 def step_flops(teacher_cfg: BertConfig, student_cfg: BertConfig, batch_size: int, seq_len: int, stage: str) -> float:
@@ -143,7 +151,8 @@ def _corpus_note(profile: Profile | str) -> str:
     if p.corpus_max_blocks:
         return f"general distillation: the first {blocks:,} blocks of {p.general_corpus} (the profile's limit)"
     how = ("counted" if p.general_corpus == "wikitext-2"
-           else f"scaled from WikiText-2's {WIKITEXT2_BLOCKS_128:,} by word count; offline, a run falls back to WikiText-2")
+           else f"scaled from WikiText-2's {WIKITEXT2_BLOCKS_128:,} by word count"
+           + ("; offline, a run falls back to WikiText-2" if p.general_corpus == "wikitext-103" else ""))
     return f"general distillation: all of {p.general_corpus}, {blocks:,} blocks of {p.max_seq_len_general} tokens ({how})"
 
 

@@ -30,31 +30,35 @@ changed. ``rebuild=True`` (``--rebuild``) builds the asked-for stage again.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 from datasets import Dataset, concatenate_datasets
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_file, atomic_folder, atomic_write_text, old_sibling
+from .atomic import atomic_file, atomic_folder, atomic_write_text, old_sibling, recover_folder
 from .bert import Bert
 from .checkpoints import dedupe_tensors
 from .data import corpus_blocks, load_task
+from .data_setup import check_corpus_file, is_corpus_file
+from .errors import ArtifactError, reading
 from .distill import StageResult, finetune_teacher, general_distill, intermediate_distill, prediction_distill
 from .export import export_hf
+from .lock import artifacts_lock
 from .losses import layer_map, make_projections
 from .profiles import Profile, get_profile
-from .records import check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
+from .records import SHORT, check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
 from .runtime import is_main_process, main_process_first, pick_device, set_seed, wait_for_everyone
 from .stages import AUGMENT_FIELDS, STAGES, get_stage, stage_dir  # noqa: F401  (STAGES, stage_dir: tl.pipeline's too)
 from .students import build_student
 from .tasks import Task, get_task
-from .teachers import load_teacher
+from .teachers import check_tokenizer_files, load_teacher, read_bert_folder
 from .training import FitConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,21 @@ STAGE_OUTPUTS = ("checkpoint", "model", "projections.safetensors", "summary.json
 # reused, so a changed teacher or profile never reuses stale rows) and what the run did (AugmentStats).
 AUGMENT_SETTINGS = "tinybert_settings.json"
 AUGMENT_STATS = "augment_stats.json"
+# The augmented rows' fingerprint, checked whenever the set is reused (a damaged .arrow file is refused).
+AUGMENT_FINGERPRINT = "fingerprint.json"
+
+
+def _fix(out: Path) -> str:
+    """What to do about a damaged finished artifact in ``out``."""
+    return (f"delete {out} or rebuild it (rebuild=True in Python, --rebuild on the command line: "
+            "python -m tinybert_lib run STAGE --rebuild)")
+
+
+def _verify(path: Path, recorded: Optional[str], actual: str, out: Path) -> None:
+    """Refuse a reused file whose content is not the one its stage recorded."""
+    if recorded is not None and recorded != actual:
+        raise ArtifactError(f"{path} is not the file its stage wrote (fingerprint {actual[:SHORT]}, recorded "
+                            f"{recorded[:SHORT]}): it was changed or damaged since; {_fix(out)}.")
 
 
 # --- done, summaries and projections on disk ------------------------------------------------
@@ -96,24 +115,34 @@ def _finished(out: Path, settings: dict[str, Any], what: str, rebuild: bool) -> 
             log.info("%s: previous outputs removed, building again", out)
         wait_for_everyone()
         return None
+    if is_main_process():
+        recover_folder(out / "model")  # a kill between the two renames of an export parks model/ as .model.old
+    wait_for_everyone()
     if not ((out / "summary.json").is_file() and (out / "model" / "model.safetensors").is_file()):
         return None
-    try:
+    with reading(out / "summary.json", _fix(out)):
         done = json.loads((out / "summary.json").read_text())
-    except ValueError as err:
-        raise RuntimeError(f"{out / 'summary.json'} is damaged ({err}); delete {out} or rebuild it "
-                           "(rebuild=True, or --rebuild on the command line).") from err
+        if not isinstance(done, dict):
+            raise ValueError("not a summary record")
     check_reuse(out, done.get("settings"), settings, what)
     return done
 
 
 def _reused(out: Path, done: dict[str, Any], model: Bert, device: torch.device,
             projections: Optional[nn.ModuleList] = None) -> StageResult:
-    """A finished stage's result, read into ``model`` (and ``projections``) from its folder."""
-    model.load_state_dict(Bert.from_folder(out / "model").state_dict())
+    """A finished stage's result, read into ``model`` (and ``projections``) from its folder.
+
+    Each file is checked against the fingerprint the stage recorded, so a damaged file is refused, not reused.
+    """
+    check_tokenizer_files(out / "model")
+    model.load_state_dict(read_bert_folder(out / "model", _fix(out)).state_dict())
+    _verify(out / "model" / "model.safetensors", done.get("fingerprint"), fingerprint_tensors(model), out)
     model.to(device)
     if projections is not None:
-        projections.load_state_dict(_load_projections(out / "projections.safetensors", projections).state_dict())
+        with reading(out / "projections.safetensors", _fix(out)):
+            projections.load_state_dict(_load_projections(out / "projections.safetensors", projections).state_dict())
+        _verify(out / "projections.safetensors", done.get("projections_fingerprint"),
+                fingerprint_tensors(projections), out)
         projections.to(device)
     steps = int(done.get("steps", 0))
     train = TrainResult(history=done.get("history", []), evals=done.get("evals", []), steps=steps,
@@ -125,13 +154,15 @@ def _reused(out: Path, done: dict[str, Any], model: Bert, device: torch.device,
 def _save(out: Path, stage: str, result: StageResult, extra: dict[str, Any], settings: dict[str, Any]) -> None:
     """The stage's outputs: ``model/``, its projections, then ``summary.json`` last (what "done" reads)."""
     if is_main_process():
+        projections_record = ({} if result.projections is None
+                              else {"projections_fingerprint": fingerprint_tensors(result.projections)})
         if stage != "prediction":  # step 2's model/ is the kept epoch, written as it was kept
             export_hf(result.model, result.model.tokenizer, out / "model")
         if result.projections is not None:
             _save_projections(result.projections, out / "projections.safetensors")
         record = {"stage": get_stage(stage).title, "steps": result.train.steps, "seconds": round(result.train.seconds, 1),
                   "metrics": result.metrics, "evals": result.train.evals, **extra,
-                  "fingerprint": fingerprint_tensors(result.model), "settings": settings,
+                  "fingerprint": fingerprint_tensors(result.model), **projections_record, "settings": settings,
                   "history": result.train.history}
         atomic_write_text(out / "summary.json", json.dumps(record, indent=1))
     wait_for_everyone()
@@ -154,6 +185,26 @@ def _load_projections(path: Path, like: nn.ModuleList) -> nn.ModuleList:
     return projections
 
 
+def _reused_set(folder: Path, settings: dict[str, Any], what: str) -> Dataset:
+    """A finished augmented set, after its settings and its rows' fingerprint are checked."""
+    recorded = None
+    if (folder / AUGMENT_SETTINGS).is_file():
+        with reading(folder / AUGMENT_SETTINGS, _fix(folder)):
+            recorded = json.loads((folder / AUGMENT_SETTINGS).read_text())
+    check_reuse(folder, recorded, settings, what)
+    for name in ("dataset_info.json", "state.json"):  # the datasets library's own records, named when damaged
+        with reading(folder / name, _fix(folder)):
+            json.loads((folder / name).read_text())
+    with reading(folder, _fix(folder)):
+        dataset = Dataset.load_from_disk(str(folder))
+        actual = fingerprint_dataset(dataset)  # reads every row: a damaged .arrow file fails here
+    if (folder / AUGMENT_FINGERPRINT).is_file():
+        with reading(folder / AUGMENT_FINGERPRINT, _fix(folder)):
+            expected = json.loads((folder / AUGMENT_FINGERPRINT).read_text())["sha256"]
+        _verify(folder, expected, actual["sha256"], folder)
+    return dataset
+
+
 # --- what a stage's settings record holds ---------------------------------------------------
 
 
@@ -174,6 +225,15 @@ def _length_fields(task: Task) -> tuple[str, ...]:
     return ("max_seq_len_task", "max_seq_len_pair") if task.is_pair else ("max_seq_len_task",)
 
 
+def _corpus_file_record(profile: Profile) -> dict[str, Any]:
+    """``{"corpus_file": {"path", "sha256"}}`` when the profile's corpus is a file of one's own (the blocks'
+    fingerprint covers only the blocks used), ``{}`` for WikiText, whose records were written without it."""
+    if not is_corpus_file(profile.general_corpus):
+        return {}
+    found = check_corpus_file(profile.general_corpus)
+    return {"corpus_file": {"path": str(found.path), "sha256": found.sha256}}
+
+
 def _fit_fields(profile: Profile, stage: str, *more: str) -> dict[str, Any]:
     record = profile_fields(profile, FitConfig.recorded_fields(stage) + more)
     if profile.cpu_bf16:  # recorded only when on, so the records of float32 runs stay as they were
@@ -182,6 +242,22 @@ def _fit_fields(profile: Profile, stage: str, *more: str) -> dict[str, Any]:
 
 
 # --- one run of the pipeline ----------------------------------------------------------------
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _locked(method: _Method) -> _Method:
+    """Hold the artifacts folder's lock while a stage builds or reads it (one run per folder)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "PipelineRun", *args: Any, **kwargs: Any) -> Any:
+        if not is_main_process():  # the other processes of one distributed run share the main one's lock
+            return method(self, *args, **kwargs)
+        with artifacts_lock(self.artifacts):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 
 class PipelineRun:
@@ -220,11 +296,13 @@ class PipelineRun:
         return self._results[stage]
 
     # stage 1
+    @_locked
     def general(self, rebuild: bool = False, stop_after: Optional[int] = None, teacher: Optional[Bert] = None,
                 student: Optional[Bert] = None, corpus: Optional[Dataset] = None, valid: Optional[Dataset] = None) -> StageResult:
         """Stage 1: the pre-trained teacher, a fresh student, blocks of the profile's ``general_corpus``.
 
         The held-out loss is measured on WikiText-2's validation blocks whatever the corpus (see ``corpus_blocks``).
+        A corpus file of one's own is recorded in the settings by path and sha256 (``corpus_file``).
         """
         p, out = self.profile, self.out("general")
         teacher = teacher if teacher is not None else self.pretrained_teacher()
@@ -244,7 +322,7 @@ class PipelineRun:
             "teacher": _teacher_record(teacher),
             "student": {k: v for k, v in student.config.to_dict().items() if k != "label_names"},
             "projections": None, "mapping": mapping, "weights": [1.0, 1.0, 1.0], "attention_kind": "mse",
-            "corpus": fingerprint_dataset(corpus),
+            "corpus": fingerprint_dataset(corpus), **_corpus_file_record(p),
         }
         settings = {**train_settings, "valid": fingerprint_dataset(valid)}
         done = _finished(out, settings, "the general student", rebuild)
@@ -258,6 +336,7 @@ class PipelineRun:
         return result
 
     # teacher
+    @_locked
     def finetune(self, rebuild: bool = False, teacher: Optional[Bert] = None) -> StageResult:
         """The pre-trained teacher fine-tuned on the profile's task."""
         p, task, out = self.profile, self.task, self.out("finetune")
@@ -285,6 +364,7 @@ class PipelineRun:
         return result
 
     # augmentation
+    @_locked
     def augment(self, rebuild: bool = False) -> Dataset:
         """The task's train set (the profile's subset) augmented with the pre-trained teacher's vocabulary.
 
@@ -302,10 +382,10 @@ class PipelineRun:
             settings = {"stage": "augmentation", "algorithm": ALGORITHM_VERSION, **_task_record(task),
                         "profile": profile_fields(p, AUGMENT_FIELDS),
                         "teacher": {"sha256": fingerprint_tensors(teacher)}, "train": fingerprint_dataset(train)}
+            if is_main_process():
+                recover_folder(folder)  # a kill between the two renames of the last save
             if not (rebuild and is_main_process()) and is_done(self.artifacts, "augment", task):
-                recorded = json.loads((folder / AUGMENT_SETTINGS).read_text()) if (folder / AUGMENT_SETTINGS).is_file() else None
-                check_reuse(folder, recorded, settings, f"the augmented {task.display} set")
-                return Dataset.load_from_disk(str(folder))
+                return _reused_set(folder, settings, f"the augmented {task.display} set")
             augmented, stats = augment(train, teacher, **p.augment_settings(), device=self.device, text_column=task.text_fields)
             unaugmented = len(train) - stats.source
             if unaugmented:
@@ -317,6 +397,7 @@ class PipelineRun:
                 augmented.save_to_disk(str(tmp))
                 (tmp / AUGMENT_SETTINGS).write_text(json.dumps(settings, indent=1))
                 (tmp / AUGMENT_STATS).write_text(json.dumps({**stats.to_dict(), "unaugmented": unaugmented}, indent=1))
+                (tmp / AUGMENT_FINGERPRINT).write_text(json.dumps(fingerprint_dataset(augmented), indent=1))
             return augmented
 
     # stage 2
@@ -331,6 +412,7 @@ class PipelineRun:
         }
         return train_settings, {**train_settings, "dev": fingerprint_dataset(dev)}
 
+    @_locked
     def intermediate(self, rebuild: bool = False, teacher: Optional[Bert] = None, student: Optional[Bert] = None,
                      projections: Optional[nn.ModuleList] = None, train: Optional[Dataset] = None) -> StageResult:
         """Step 1 of task distillation, from the general student (a copy) and the fine-tuned teacher."""
@@ -358,6 +440,7 @@ class PipelineRun:
         _save(out, "intermediate", result, {"train_rows": len(train), "temperature": p.temperature}, settings)
         return result
 
+    @_locked
     def prediction(self, rebuild: bool = False, teacher: Optional[Bert] = None, student: Optional[Bert] = None,
                    train: Optional[Dataset] = None) -> StageResult:
         """Step 2 of task distillation, from step 1's student (a copy): the final TinyBERT student."""
@@ -382,7 +465,7 @@ class PipelineRun:
                                     max_length=p.max_length_for(task), temperature=p.temperature, on_kept=save_kept,
                                     device=self.device, checkpoint_dir=out / "checkpoint", settings=train_settings)
         if not result.train.evals or result.train.resumed_from:  # resumed: the kept epoch may predate this process
-            result.model.load_state_dict(Bert.from_folder(out / "model").state_dict())
+            result.model.load_state_dict(read_bert_folder(out / "model", _fix(out)).state_dict())
         _save(out, "prediction", result, {"train_rows": len(train), "temperature": p.temperature}, settings)
         return result
 

@@ -21,14 +21,15 @@ from .data_setup import CORPUS_FILES, DataIntegrityError, DataNotFoundError, _re
 from .profiles import PROFILES, Profile, get_profile
 from .runtime import pick_device
 from .tasks import get_task
-from .teachers import TeacherNotFoundError, resolve_teacher_folder
+from .errors import CourseError
+from .teachers import TeacherNotFoundError, load_tokenizer, resolve_teacher_folder
 
 
-class ProfileNotReadyError(RuntimeError):
+class ProfileNotReadyError(CourseError, RuntimeError):
     """Something a run profile needs (device, teacher, data) is not available."""
 
 
-class LessonParameterError(ValueError):
+class LessonParameterError(CourseError, ValueError):
     """A lesson's parameters (profile, device, artifacts folder) cannot work on this machine."""
 
 
@@ -61,8 +62,8 @@ def missing_for(profile: Profile | str, device: Optional[str] = None,
     except (RuntimeError, ValueError) as err:  # no such accelerator here / no such device name
         problems.append(f"device: {err}")
     try:
-        resolve_teacher_folder(profile.teacher)
-    except TeacherNotFoundError as err:
+        load_tokenizer(resolve_teacher_folder(profile.teacher))  # a folder without its tokenizer is refused here
+    except (TeacherNotFoundError, CourseError) as err:
         problems.append(f"teacher: {err}")
     for relpath in [*get_task(profile.task).files.values(), *CORPUS_FILES.values()]:
         try:

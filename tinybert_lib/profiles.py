@@ -5,11 +5,24 @@ Lessons: 00, 06-08, 13 (and every lesson's parameters cell, through ``check_less
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import types
+import typing
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 from .data_setup import check_general_corpus
+from .errors import CourseError
 from .tasks import get_task
+
+#: Where a learner finds every profile field with what it does (error messages point there).
+FIELDS_LISTED = "tinybert_lib/profiles.py (class Profile; also `python -m tinybert_lib run --help`)"
+
+
+class ProfileFieldError(CourseError, ValueError):
+    """A profile field that does not exist, or a value that is not of the field's type."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +45,9 @@ class Profile:
     max_seq_len_task: int = 64
     max_seq_len_pair: int = 128  # a sentence pair's length (the paper: 64 for single sentences, 128 for pairs)
     corpus_max_blocks: Optional[int] = None
-    # the general-distillation text: "wikitext-2" (in the data folder) or "wikitext-103" (50 times
-    # larger, from the hub or a local copy; WikiText-2 with a warning when it cannot be had)
+    # the general-distillation text: "wikitext-2" (in the data folder), "wikitext-103" (50 times
+    # larger, from the hub or a local copy; WikiText-2 with a warning when it cannot be had), or the
+    # path of a UTF-8 text file of one's own (documents separated by blank lines, or one per line)
     general_corpus: str = "wikitext-2"
     # stage 1: general distillation
     general_epochs: int = 3
@@ -81,6 +95,8 @@ class Profile:
     ablation_finetune_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.general_corpus, os.PathLike):  # a Path is kept as text, as records store it
+            object.__setattr__(self, "general_corpus", os.fspath(self.general_corpus))
         check_general_corpus(self.general_corpus)  # a typo fails here, not an hour into a run
         get_task(self.task)
 
@@ -94,11 +110,79 @@ class Profile:
 
     def with_overrides(self, **overrides: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile("cpu").with_overrides(device="cuda")``."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted(set(overrides) - set(FIELD_TYPES))
         if unknown:
-            raise ValueError(f"unknown profile field(s) {unknown}; valid fields: {sorted(known)}")
+            raise ProfileFieldError("; ".join(_unknown_field(name) for name in unknown))
         return replace(self, **overrides)
+
+
+#: Each profile field's type (``Optional[int]``, ``float``, ...), what ``--set FIELD=VALUE`` parses to.
+FIELD_TYPES: dict[str, Any] = {f.name: typing.get_type_hints(Profile)[f.name] for f in fields(Profile)}
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+_NONE = ("none", "null")
+_UNIONS = (typing.Union, types.UnionType)  # Optional[int], int | None
+
+
+def _unknown_field(name: str) -> str:
+    """The message for a field ``Profile`` lacks: the close names, and where every field is listed."""
+    close = difflib.get_close_matches(name, FIELD_TYPES, n=3, cutoff=0.6)
+    names = ", ".join(close[:-1]) + " or " + close[-1] if len(close) > 1 else "".join(close)
+    hint = f" (did you mean {names}?)" if close else ""
+    return f"unknown profile field {name!r}{hint}; every field is listed in {FIELDS_LISTED}"
+
+
+def _type_name(kind: Any) -> str:
+    """How a message names a field's type: ``an integer or none``, ``a number (e.g. 5e-05)``, ..."""
+    if typing.get_origin(kind) in _UNIONS:
+        inner = [k for k in typing.get_args(kind) if k is not type(None)]
+        return f"{_type_name(inner[0])} or none"
+    names = {int: "an integer", float: "a number (float, e.g. 5e-05)",
+             bool: "true or false (also 1/0, yes/no)", str: "text"}
+    return names.get(kind, str(kind))
+
+
+def _parse_value(kind: Any, text: str) -> Any:
+    """``text`` as a value of type ``kind``; ValueError when it is not one."""
+    word = text.strip()
+    if typing.get_origin(kind) in _UNIONS:  # Optional[X]: "none" or "null" is None, else an X
+        if word.lower() in _NONE:
+            return None
+        (inner,) = [k for k in typing.get_args(kind) if k is not type(None)]
+        return _parse_value(inner, text)
+    if kind is bool:
+        if word.lower() not in _TRUE + _FALSE:
+            raise ValueError(word)
+        return word.lower() in _TRUE
+    if kind is int:
+        return int(word)  # "3", "-1", "10_000"; never "1.5" (a silent rounding)
+    if kind is float:
+        value = float(word)  # "5e-5", "0.001", "3"
+        if not math.isfinite(value):  # nan and inf would only fail later, mid-run
+            raise ValueError(word)
+        return value
+    return text  # str: as given
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """``"FIELD=VALUE"`` (``python -m tinybert_lib run --set``) as ``(field, value)``, of the field's type.
+
+    ``int``, ``float`` (``1e-3``), ``bool`` (``true``/``false``, ``1``/``0``, ``yes``/``no``), ``str``, and
+    ``none``/``null`` for an ``Optional`` field. An unknown field (with the close names) or a value not of its
+    type is a :class:`ProfileFieldError`. The pair goes to :meth:`Profile.with_overrides`.
+    """
+    name, equals, text = assignment.partition("=")
+    name = name.strip()
+    if not equals or not name:
+        raise ProfileFieldError(f"--set {assignment!r}: expected FIELD=VALUE, e.g. --set general_lr=1e-3")
+    if name not in FIELD_TYPES:
+        raise ProfileFieldError(f"--set {assignment}: {_unknown_field(name)}")
+    kind = FIELD_TYPES[name]
+    try:
+        return name, _parse_value(kind, text)
+    except ValueError:
+        raise ProfileFieldError(f"--set {assignment}: profile field {name} takes {_type_name(kind)}, "
+                                f"not {text!r}") from None
 
 
 PROFILES: dict[str, Profile] = {

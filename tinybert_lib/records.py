@@ -20,10 +20,12 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from .errors import CourseError
+
 SHORT = 12  # hex digits of a fingerprint shown in messages
 
 
-class StaleArtifactError(RuntimeError):
+class StaleArtifactError(CourseError, RuntimeError):
     """An artifact on disk was built from other settings than the ones asked for now."""
 
 

@@ -292,27 +292,31 @@ def fit(
     if books.finished:
         return books.result
 
-    for epoch in range(step // steps_per_epoch, config.epochs):
-        seen = (step - epoch * steps_per_epoch) * config.accumulation_steps  # batches trained on before a resume
-        for batch in _epoch_batches(accelerator, loader_for_epoch(epoch), seen, restore_rng):
-            losses = training_step(accelerator, model, batch, optimizer, scheduler, params, config.max_grad_norm)
-            books.add(losses)
-            if not accelerator.sync_gradients:
-                continue  # gradients still adding up: no optimiser step yet
-            step += 1
-            books.step_done(step, epoch, scheduler.get_last_lr()[0], config.log_every)
-            # stop_after at an epoch's last step stops after the epoch's evaluation, below
-            stop = stop_after is not None and stop_after <= step < (epoch + 1) * steps_per_epoch
-            if (step % config.checkpoint_every == 0 and step < total) or stop:
-                books.save(step)
-            if stop:
-                books.interrupt(step)
-        restore_rng = None  # the checkpoint's random state starts the first resumed epoch only
-        if eval_fn is not None:
-            books.evaluate(eval_fn, epoch, step)
-        books.save(step, done=epoch == config.epochs - 1)
-        if stop_after is not None and stop_after <= step < total:
-            books.interrupt(step, epoch)
+    try:
+        for epoch in range(step // steps_per_epoch, config.epochs):
+            seen = (step - epoch * steps_per_epoch) * config.accumulation_steps  # batches trained on before a resume
+            for batch in _epoch_batches(accelerator, loader_for_epoch(epoch), seen, restore_rng):
+                losses = training_step(accelerator, model, batch, optimizer, scheduler, params, config.max_grad_norm)
+                books.add(losses)
+                if not accelerator.sync_gradients:
+                    continue  # gradients still adding up: no optimiser step yet
+                step += 1
+                books.step_done(step, epoch, scheduler.get_last_lr()[0], config.log_every)
+                # stop_after at an epoch's last step stops after the epoch's evaluation, below
+                stop = stop_after is not None and stop_after <= step < (epoch + 1) * steps_per_epoch
+                if (step % config.checkpoint_every == 0 and step < total) or stop:
+                    books.save(step)
+                if stop:
+                    books.interrupt(step)
+            restore_rng = None  # the checkpoint's random state starts the first resumed epoch only
+            if eval_fn is not None:
+                books.evaluate(eval_fn, epoch, step)
+            books.save(step, done=epoch == config.epochs - 1)
+            if stop_after is not None and stop_after <= step < total:
+                books.interrupt(step, epoch)
+    except BaseException:  # an error or Ctrl-C: end the bar's line, so the message stands on its own
+        books.close_bar()
+        raise
     return books.finish(step)
 
 
@@ -427,6 +431,10 @@ class _Bookkeeping:
                 state["settings"] = self.settings
             self.ckpt.save(self.modules, state, self.optimizer, self.scheduler, self.accelerator.scaler, rng_states)
         self.accelerator.wait_for_everyone()
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def interrupt(self, step: int, epoch: Optional[int] = None) -> None:
         """Stop as a kill would, after the checkpoint: raise :class:`Interrupted`."""
