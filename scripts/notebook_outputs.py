@@ -38,7 +38,8 @@ def _is_progress_output(output: dict[str, Any]) -> bool:
 
 
 def clean_notebook(nb: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Strip progress widgets, widget state, timings and papermill's injected cell (in place).
+    """Strip progress widgets, widget state, timings and papermill's injected cell (in place), and
+    number the cells (and their ``Out[n]``) 1, 2, 3, ... as a learner's own run would.
 
     ``parameters`` (what the run was executed with) is kept in ``metadata.papermill.parameters``
     so a reader can see which profile produced the stored outputs; the ``parameters`` cell itself
@@ -56,6 +57,8 @@ def clean_notebook(nb: dict[str, Any], parameters: dict[str, Any] | None = None)
                 cell["execution_count"] = count
             cell["outputs"] = [o for o in cell.get("outputs", []) if not _is_progress_output(o)]
             for o in cell["outputs"]:
+                if o.get("output_type") == "execute_result":  # Out[n] matches In[n] once papermill's cell is gone
+                    o["execution_count"] = cell.get("execution_count")
                 if o.get("output_type") == "stream":
                     o["text"] = _without_noise("".join(o["text"]))
         cells.append(cell)

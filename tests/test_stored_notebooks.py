@@ -65,6 +65,7 @@ def executed_notebook() -> dict:
                  {"output_type": "stream", "name": "stdout", "text": "dev accuracy 0.81\n"},
                  {"output_type": "stream", "name": "stderr",
                   "text": "USDT:2026-12-01 07:55:32 16963:16963 SyncActivityProfilerHandler.cpp:52] profiler_start\n"},
+                 {"output_type": "execute_result", "metadata": {}, "execution_count": 3, "data": {"text/plain": "0.81"}},
              ]},
         ],
     }
@@ -77,7 +78,8 @@ def test_clean_notebook_strips_progress_widgets_timings_and_the_injected_cell():
     assert nb["cells"][1]["metadata"] == {}
     assert [c["execution_count"] for c in nb["cells"]] == [1, 2]  # no gap where the injected cell was
     texts = [o.get("text") for o in nb["cells"][1]["outputs"]]
-    assert texts == ["UserWarning: something real\n", "dev accuracy 0.81\n"]
+    assert texts == ["UserWarning: something real\n", "dev accuracy 0.81\n", None]
+    assert nb["cells"][1]["outputs"][-1]["execution_count"] == 2  # Out[2] beside In[2], not the count before
     assert nb["metadata"] == {"papermill": {"parameters": {"profile": "cpu"}}}
 
 
@@ -101,6 +103,8 @@ def test_stored_notebook_is_free_of_noise(path):
             text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
             assert not TQDM_LINE.search(text), f"{where}: a progress bar is stored"
             assert not PROFILER_LINE.search(text), f"{where}: profiler log lines are stored"
+            if output.get("output_type") == "execute_result":
+                assert output.get("execution_count") == cell.get("execution_count"), f"{where}: Out[n] is not In[n]"
     assert machine_paths(nb, [ROOT, Path.home(), "/tmp/", "/home/", "/root/", "/Users/"]) == []
 
 
@@ -178,3 +182,22 @@ def test_clean_file_keeps_the_recorded_parameters(tmp_path):
     clean_file(target)  # cleaning a stored notebook again must not forget which run produced it
     assert json.loads(target.read_text(encoding="utf-8"))["metadata"] == {
         "papermill": {"parameters": {"profile": "cpu", "artifacts_dir": "../build/cpu/artifacts"}}}
+
+
+def _markdown(path: Path) -> str:
+    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                     if c["cell_type"] == "markdown")
+
+
+def test_lesson_00_maps_every_lesson():
+    course_map = _markdown(ROOT / "notebooks" / "00_setup_and_overview.ipynb")
+    for lesson in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert f"\n| {lesson.name[:2]} " in course_map, f"lesson 00's course map lacks {lesson.name}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "solutions").glob("*_solutions.ipynb")), ids=lambda p: p.name)
+def test_every_lesson_links_its_solutions(path):
+    lesson = ROOT / "notebooks" / path.name.replace("_solutions", "")
+    assert lesson.is_file(), f"{path.name} has no lesson"
+    link = f"](../solutions/{path.name})"  # a Markdown link: one click in JupyterLab opens it
+    assert link in _markdown(lesson), f"{lesson.name} does not link {path.name}"
