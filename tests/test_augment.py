@@ -218,7 +218,7 @@ def test_the_saved_set_is_the_cache(teacher, sst2_8, profile, tmp_path, monkeypa
     """The pipeline's augmented_sst2/ folder is the cache: reused with the same settings, refused with others."""
     small = profile.with_overrides(train_limit=8)
     first = pipeline._run_augmentation(small, tmp_path, device="cpu")
-    assert [p.name for p in tmp_path.iterdir()] == ["augmented_sst2"]  # no temp folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "augmented_sst2"]  # the run's lock; no temp folder left
     assert first.to_dict() == A.augment(sst2_8, teacher, **small.augment_settings(), progress=False).dataset.to_dict()
     recorded = pipeline.augmentation_stats(tmp_path)
     assert recorded["source"] == 8 and recorded["rows"] == len(first) and recorded["unaugmented"] == 0

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_profiles_exist_and_smoke_is_small():
-    assert set(PROFILES) == {"smoke", "cpu", "gpu"}
+    assert set(PROFILES) == {"smoke", "cpu", "gpu", "gpu-local"}
     smoke, cpu = get_profile("smoke"), get_profile("cpu")
     assert smoke.train_limit is not None and cpu.train_limit is None  # cpu uses all of SST-2
     assert get_profile("gpu").student == "tinybert-4l-312d"

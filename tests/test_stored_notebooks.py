@@ -201,3 +201,10 @@ def test_every_lesson_links_its_solutions(path):
     assert lesson.is_file(), f"{path.name} has no lesson"
     link = f"](../solutions/{path.name})"  # a Markdown link: one click in JupyterLab opens it
     assert link in _markdown(lesson), f"{lesson.name} does not link {path.name}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+def test_every_lesson_has_a_chinese_summary(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    summaries = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "### 中文摘要" in "".join(c["source"])]
+    assert summaries == [1], f"{path.name}: one Chinese summary, right after the title cell (README.zh-CN.md)"

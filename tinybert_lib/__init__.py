@@ -12,7 +12,8 @@ stages), ``augment`` / ``candidates`` (data augmentation, its replacement words)
 (ONNX, ONNX Runtime, int8 variants, measured side by side), and ``task_runs`` (lesson 13: the
 pipeline on MRPC, RTE and CoLA, beside a baseline).
 
-Setup and command line, not taught: ``data_setup`` (getting and checking the data), ``preflight``
+Setup and command line, not taught: ``paths`` (where a lesson runs: a checkout or anywhere else),
+``data_setup`` (getting and checking the data), ``preflight``
 (is a profile ready to run?), ``cli`` / ``predict_cli`` / ``__main__`` (``python -m tinybert_lib``).
 
 ``import tinybert_lib`` loads only the model, the profiles and the parameters check; every other
@@ -58,8 +59,9 @@ __all__ = [
 #: ``datasets``, Accelerate or ONNX Runtime, which a lesson should pay for only when it uses them.
 LAZY_SUBMODULES: tuple[str, ...] = (
     "ablations", "atomic", "augment", "bench", "bert", "candidates", "checkpoints", "data", "data_setup", "deploy",
-    "distill", "estimate", "evaluate", "exercises", "export", "losses", "pipeline", "plotting", "preflight",
-    "profiles", "quantization", "records", "runtime", "stages", "students", "task_runs", "tasks", "teachers", "training",
+    "distill", "estimate", "evaluate", "exercises", "export", "losses", "paths", "pipeline", "plotting",
+    "preflight", "profiles", "quantization", "records", "runtime", "stages", "students", "task_runs", "tasks",
+    "teachers", "training",
 )
 
 

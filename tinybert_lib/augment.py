@@ -6,7 +6,7 @@ Task distillation needs far more examples than a GLUE training set holds, so Tin
 new sentences by swapping words for likely alternatives::
 
     for each sentence x:
-        words    = x split on spaces
+        words    = x split on spaces (and Chinese into characters)  split_words
         eligible = the words that may change                      eligible_words
         C        = K candidates for each eligible word            a candidate function
         repeat N_a times:                                         replace_words
@@ -15,7 +15,10 @@ new sentences by swapping words for likely alternatives::
             keep x' unless it equals x or an earlier x'
 
 1. A word is *eligible* when it is alphabetic and not a stop word (:func:`eligible_words`);
-   numbers, punctuation and "the" / "of" stay as they are.
+   numbers, punctuation and "the" / "of" stay as they are. In Chinese text every character is a
+   word (:func:`~tinybert_lib.candidates.split_words`), eligible unless it is a function
+   character (:data:`CJK_STOP_CHARS`), and it is replaced by characters; a new Chinese sentence
+   is joined back without spaces.
 2. The candidates come from :mod:`tinybert_lib.candidates`: the masked-LM's K best guesses for
    a single-piece word, the K nearest words by word vectors (GloVe in the paper) for a word
    split into several pieces (:class:`~tinybert_lib.candidates.WordCandidates`).
@@ -56,6 +59,7 @@ from tqdm.auto import tqdm
 
 from .bert import Bert
 from .candidates import (
+    CJK_CHAR,
     WORD,
     Candidates,
     EmbeddingNeighbours,
@@ -63,7 +67,9 @@ from .candidates import (
     candidate_source,
     embedding_neighbours,
     has_mlm_head,
+    join_words,
     mlm_candidates,
+    split_words,
     whole_word_ids,
 )
 from .runtime import pick_device
@@ -71,6 +77,7 @@ from .runtime import pick_device
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CJK_STOP_CHARS",
     "STOP_WORDS",
     "AugmentResult",
     "AugmentStats",
@@ -81,8 +88,10 @@ __all__ = [
     "eligible_words",
     "embedding_neighbours",
     "has_mlm_head",
+    "join_words",
     "mlm_candidates",
     "replace_words",
+    "split_words",
     "whole_word_ids",
 ]
 
@@ -107,6 +116,14 @@ STOP_WORDS: frozenset[str] = frozenset(
     """.split()
 )
 
+#: Chinese characters never replaced: the same kinds of function words as :data:`STOP_WORDS`
+#: (particles, pronouns, "this" / "that", "is", conjunctions, prepositions, "very" / "also" /
+#: "all", "not"), kept to characters that are function words in nearly every use.
+CJK_STOP_CHARS: frozenset[str] = frozenset(
+    "的地得了着过吗呢吧啊呀么之个 我你您他她它们 这那此其 是 和与及或而但且并 在从把被给向于 很太也都就还又才再更最 不没"
+    .replace(" ", "")
+)
+
 #: ``candidates_for(sentences, eligible)``: for each sentence (a list of words) and its eligible
 #: ``(position, word)`` pairs, ``{position: replacement words}``. Called on batches of sentences
 #: so that a generator can batch its model calls; see :class:`~tinybert_lib.candidates.WordCandidates`.
@@ -122,14 +139,24 @@ def eligible_words(sentence: str | Sequence[str]) -> list[tuple[int, str]]:
     """The ``(position, word)`` pairs of a sentence that augmentation may replace.
 
     The sentence is split on whitespace (SST-2 is already tokenised and lower-cased; a list of
-    words is used as is). A word is eligible when it is made of ASCII letters only and is not
-    in :data:`STOP_WORDS` (compared lower-cased).
+    words is used as is), Chinese into single characters (:func:`~tinybert_lib.candidates.split_words`).
+    A word is eligible when it is made of ASCII letters only and is not in :data:`STOP_WORDS`
+    (compared lower-cased), or is one Chinese character not in :data:`CJK_STOP_CHARS`.
 
     >>> eligible_words("a gripping , funny film .")
     [(1, 'gripping'), (3, 'funny'), (4, 'film')]
+    >>> eligible_words("剧情很无聊。")
+    [(0, '剧'), (1, '情'), (3, '无'), (4, '聊')]
     """
-    words = sentence.split() if isinstance(sentence, str) else list(sentence)
-    return [(i, w) for i, w in enumerate(words) if WORD.fullmatch(w.lower()) and w.lower() not in STOP_WORDS]
+    words = split_words(sentence)[0] if isinstance(sentence, str) else list(sentence)
+    return [(i, w) for i, w in enumerate(words) if _is_eligible(w)]
+
+
+def _is_eligible(word: str) -> bool:
+    """An ASCII word that is not a stop word, or a Chinese character that is not a function character."""
+    if CJK_CHAR.fullmatch(word):
+        return word not in CJK_STOP_CHARS
+    return WORD.fullmatch(word.lower()) is not None and word.lower() not in STOP_WORDS
 
 
 # ------------------------------------------------------------------------------------------
@@ -137,16 +164,18 @@ def eligible_words(sentence: str | Sequence[str]) -> list[tuple[int, str]]:
 # ------------------------------------------------------------------------------------------
 
 
-def replace_words(words: Sequence[str], candidates: Candidates, p: float, n: int, rng: random.Random) -> list[str]:
+def replace_words(words: Sequence[str], candidates: Candidates, p: float, n: int, rng: random.Random,
+                  seps: Optional[Sequence[str]] = None) -> list[str]:
     """Up to ``n`` new sentences: each candidate position swapped with probability ``p``.
 
     For each of ``n`` draws, every position in ``candidates`` is, with probability ``p``,
     replaced by one of its candidates chosen uniformly at random (kept otherwise). Draws equal to
     the original sentence or to an earlier draw are dropped, so fewer than ``n`` sentences may
-    come back (none when ``p = 0``). Words are joined with single spaces. ``rng`` is the only
-    source of randomness: the same seed gives the same sentences.
+    come back (none when ``p = 0``). Words are joined with single spaces, or with ``seps``, the
+    separators of :func:`~tinybert_lib.candidates.split_words` (Chinese characters without
+    spaces). ``rng`` is the only source of randomness: the same seed gives the same sentences.
     """
-    original = " ".join(words)
+    original = join_words(words, seps)
     seen = {original}
     out: list[str] = []
     positions = sorted(pos for pos, cands in candidates.items() if cands)
@@ -155,7 +184,7 @@ def replace_words(words: Sequence[str], candidates: Candidates, p: float, n: int
         for pos in positions:
             if rng.random() < p:
                 new[pos] = rng.choice(candidates[pos])
-        sentence = " ".join(new)
+        sentence = join_words(new, seps)
         if sentence not in seen:  # a dataset of repeats adds cost, not information
             seen.add(sentence)
             out.append(sentence)
@@ -200,7 +229,8 @@ def augment_rows(
     for start in range(0, len(source), chunk_size):
         batch = source[start : start + chunk_size]  # {column: values}
         size = len(batch[text_columns[0]])
-        words = {c: [s.split() for s in batch[c]] for c in text_columns}
+        split = {c: [split_words(s) for s in batch[c]] for c in text_columns}  # (words, separators)
+        words = {c: [w for w, _ in split[c]] for c in text_columns}
         # Candidates for a whole chunk at once: a masked-LM then runs on full batches.
         candidates = {c: candidates_for(words[c], [eligible_words(w) for w in words[c]]) for c in text_columns}
         for j in range(size):
@@ -208,7 +238,9 @@ def augment_rows(
             rows = [(original, True)]
             for column, c in enumerate(text_columns):
                 rng = _example_rng(seed, start + j, column)
-                rows += [({**original, c: new}, False) for new in replace_words(words[c][j], candidates[c][j], p, n, rng)]
+                seps = split[c][j][1]
+                rows += [({**original, c: new}, False)
+                         for new in replace_words(words[c][j], candidates[c][j], p, n, rng, seps)]
             for row, is_original in rows:
                 for c in source.column_names:
                     out[c].append(row[c])

@@ -41,6 +41,23 @@ What the course does differently from the authors' script (``data_augmentation.p
 * **Kept from the original:** the MLM sees ``[CLS] masked sentence [SEP] original sentence
   [SEP]`` (``context_copy=True``), so its guesses stay close to the original meaning. The MLM
   runs in eval mode (no dropout), so its candidates are deterministic.
+
+Chinese text
+------------
+Chinese has no spaces between words, so each Chinese character (:data:`CJK_CHAR`, the blocks BERT's
+tokenizer splits into single tokens) is a word of its own. That is the authors' advice for Chinese
+(huawei-noah/Pretrained-Language-Model issue 83): a Chinese BERT's tokens are single characters,
+so a Chinese masked-LM proposes every candidate and no Chinese GloVe is needed.
+:func:`split_words` cuts a sentence into words and remembers where it had spaces;
+:func:`join_words` puts it back together, characters without spaces between them. A character is
+replaced only by a character: the masked-LM's guesses and the embedding neighbours of a Chinese
+word are restricted to the vocabulary's single Chinese characters, an English word's to whole
+English words, as before. A character that the vocabulary lacks (``[UNK]``) has no vector, so it
+has no neighbours; the masked-LM, which guesses from the context, still proposes some.
+``bert-base-uncased``'s vocabulary (the packaged teacher's) holds only 244 Chinese characters,
+mostly from Japanese names; for real Chinese data use a Chinese masked-LM such as
+``bert-base-chinese``. Text without Chinese characters is split, searched and joined exactly as
+before.
 """
 
 from __future__ import annotations
@@ -62,6 +79,7 @@ from .teachers import TeacherNotFoundError, load_teacher, load_tokenizer, resolv
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CJK_CHAR",
     "WORD",
     "CandidateSource",
     "Candidates",
@@ -70,7 +88,9 @@ __all__ = [
     "candidate_source",
     "embedding_neighbours",
     "has_mlm_head",
+    "join_words",
     "mlm_candidates",
+    "split_words",
     "whole_word_ids",
 ]
 
@@ -78,7 +98,51 @@ __all__ = [
 #: ("n't", "9", "--" and "café" are left alone). Matched against the lower-cased word.
 WORD = re.compile(r"[a-z]+")
 
+# The code points BERT's tokenizer treats as Chinese characters (``_is_chinese_char``): the CJK Unified
+# Ideographs and their extensions. Kana and hangul are not among them: those scripts have spaces.
+_CJK_RANGES = (r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+               r"\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f")
+
+#: One Chinese (CJK) character: a word of its own for augmentation (:func:`split_words`).
+CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
+
+# The pieces of a whitespace token that holds Chinese: one character, a run of other letters or
+# digits ("Python", "3d"), or one mark ("。", "!"), so that "Python" in "我喜欢Python。" is a word too.
+_PIECE = re.compile(rf"[{_CJK_RANGES}]|[^\W{_CJK_RANGES}]+|\S")
+
 Candidates = dict[int, list[str]]  # word position in the sentence -> replacement words
+
+
+def split_words(sentence: str) -> tuple[list[str], list[str]]:
+    """A sentence's words, and the separator before each (``""`` or ``" "``).
+
+    The sentence is split on whitespace (SST-2 is already tokenised); a whitespace token that
+    holds Chinese characters is cut further into single characters, runs of other letters or
+    digits, and single marks, with no separator between them. Text without Chinese gives
+    ``sentence.split()`` and single spaces, so ``join_words(*split_words(s)) == " ".join(s.split())``.
+
+    >>> split_words("剧情很无聊。 boring")
+    (['剧', '情', '很', '无', '聊', '。', 'boring'], ['', '', '', '', '', '', ' '])
+    """
+    words: list[str] = []
+    seps: list[str] = []
+    for token in sentence.split():
+        pieces = _PIECE.findall(token) if CJK_CHAR.search(token) else [token]
+        seps += [" " if words else ""] + [""] * (len(pieces) - 1)
+        words += pieces
+    return words, seps
+
+
+def join_words(words: Sequence[str], seps: Optional[Sequence[str]] = None) -> str:
+    """The sentence of :func:`split_words`: each word after its separator (single spaces without ``seps``)."""
+    if seps is None:
+        return " ".join(words)
+    return "".join(sep + word for sep, word in zip(seps, words, strict=True))
+
+
+def _is_chinese(word: str) -> bool:
+    """Whether a word holds a Chinese character: its candidates are then Chinese characters."""
+    return CJK_CHAR.search(word) is not None
 
 
 def whole_word_ids(tokenizer: Any) -> list[int]:
@@ -91,6 +155,16 @@ def whole_word_ids(tokenizer: Any) -> list[int]:
     special = set(tokenizer.all_special_tokens)
     vocab = tokenizer.get_vocab()
     return sorted(i for t, i in vocab.items() if t not in special and WORD.fullmatch(t.lower()))
+
+
+def _cjk_char_ids(tokenizer: Any) -> list[int]:
+    """Ids of the vocabulary entries that are one Chinese character (never a ``##`` piece).
+
+    What a Chinese character may be replaced by. For the BERT uncased vocabulary: 244 entries.
+    """
+    special = set(tokenizer.all_special_tokens)
+    vocab = tokenizer.get_vocab()
+    return sorted(i for t, i in vocab.items() if t not in special and CJK_CHAR.fullmatch(t))
 
 
 # ------------------------------------------------------------------------------------------
@@ -108,6 +182,10 @@ class EmbeddingNeighbours:
     outside the vocabulary ("secretions" = "secret" + "##ions") have neighbours too.
     Results are memoised per word: SST-2 repeats its words a lot.
 
+    A word with Chinese characters is searched among the vocabulary's single Chinese characters
+    instead (a second matrix, built on the first such word); its ``[UNK]`` pieces carry no
+    meaning and are left out of its vector, and a word of ``[UNK]`` only has no neighbours.
+
     >>> nb = EmbeddingNeighbours(teacher.bert.embeddings.word_embeddings.weight, teacher.tokenizer)
     >>> nb.candidates("funny", 4)
     ['hilarious', 'humorous', 'amusing', 'comedic']
@@ -122,6 +200,7 @@ class EmbeddingNeighbours:
         self.words: list[str] = tokenizer.convert_ids_to_tokens(ids)
         self.matrix = F.normalize(self.embeddings[self.ids], dim=1)  # (n_words, d), unit rows
         self._cache: dict[tuple[str, int], list[str]] = {}
+        self._cjk: Optional[tuple[list[int], torch.Tensor]] = None  # (ids, unit rows) of Chinese characters
 
     def word_vector(self, word: str) -> torch.Tensor:
         """Mean of the word's WordPiece input embeddings (not normalised)."""
@@ -130,9 +209,12 @@ class EmbeddingNeighbours:
 
     @torch.no_grad()
     def candidates_many(self, words: Iterable[str], k: int) -> dict[str, list[str]]:
-        """``{word: its k nearest whole words}`` for many words, in one matrix product."""
+        """``{word: its k nearest whole words}`` for many words, in one matrix product (Chinese: characters)."""
         words = list(dict.fromkeys(words))  # unique, order kept
-        todo = [w for w in words if (w, k) not in self._cache]
+        todo = [w for w in words if (w, k) not in self._cache and not _is_chinese(w)]
+        chinese = [w for w in words if (w, k) not in self._cache and _is_chinese(w)]
+        if chinese:
+            self._search_chinese(chinese, k)
         if todo:
             pieces = self.tokenizer(todo, add_special_tokens=False)["input_ids"]  # one batched call
             vectors = F.normalize(torch.stack([self.embeddings[p].mean(dim=0) for p in pieces]), dim=1)
@@ -143,6 +225,30 @@ class EmbeddingNeighbours:
                 found = [self.words[j] for j in row if self.words[j].lower() != word.lower()]
                 self._cache[(word, k)] = found[:k]
         return {w: self._cache[(w, k)] for w in words}
+
+    def _search_chinese(self, words: list[str], k: int) -> None:
+        """Cache the ``k`` Chinese characters nearest to each word (none for a word of ``[UNK]`` only)."""
+        if self._cjk is None:
+            ids = [i for i in _cjk_char_ids(self.tokenizer) if i < self.embeddings.shape[0]]
+            rows = self.embeddings[torch.tensor(ids, dtype=torch.long, device=self.device)]
+            self._cjk = (ids, F.normalize(rows, dim=1))
+        ids, matrix = self._cjk
+        unk = self.tokenizer.unk_token_id
+        # [UNK] stands for every unknown character alike: its vector says nothing about this one.
+        encoded = self.tokenizer(words, add_special_tokens=False)["input_ids"]
+        pieces = [[t for t in p if t != unk] for p in encoded]
+        known = [i for i, p in enumerate(pieces) if p] if ids else []
+        for word in words:
+            self._cache[(word, k)] = []
+        if not known:
+            return
+        vectors = F.normalize(torch.stack([self.embeddings[pieces[i]].mean(dim=0) for i in known]), dim=1)
+        extra = max(len(pieces[i]) for i in known)  # the word's own characters are dropped below
+        top = (vectors @ matrix.T).topk(min(k + extra, len(ids)), dim=1).indices.tolist()
+        for i, row in zip(known, top):
+            # By id, not by text: the tokenizer may have normalised the character (compatibility forms).
+            found = [ids[j] for j in row if ids[j] not in pieces[i]][:k]
+            self._cache[(words[i], k)] = self.tokenizer.convert_ids_to_tokens(found)
 
     def candidates(self, word: str, k: int) -> list[str]:
         """The ``k`` whole words nearest to ``word`` (never the word itself, never ``##`` pieces)."""
@@ -243,12 +349,41 @@ def _mlm_topk(
     return results
 
 
-def _allowed_mask(tokenizer: Any, vocab_size: int, device: torch.device) -> torch.Tensor:
-    """Boolean vector over the MLM's output vocabulary: True for whole-word tokens."""
+def _allowed_mask(tokenizer: Any, vocab_size: int, device: torch.device,
+                  chinese: bool = False) -> torch.Tensor:
+    """Boolean vector over the MLM's output vocabulary: True for whole-word tokens (Chinese characters)."""
     allowed = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-    ids = [i for i in whole_word_ids(tokenizer) if i < vocab_size]
-    allowed[torch.tensor(ids, device=device)] = True
+    ids = [i for i in (_cjk_char_ids(tokenizer) if chinese else whole_word_ids(tokenizer)) if i < vocab_size]
+    if ids:  # a vocabulary may hold no Chinese character at all
+        allowed[torch.tensor(ids, device=device)] = True
     return allowed
+
+
+def _mlm_topk_by_script(
+    requests: Sequence[_MaskRequest],
+    chinese: Sequence[bool],
+    mlm: Any,
+    tokenizer: Any,
+    k: int,
+    device: torch.device,
+    allowed: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int = 64,
+    context_copy: bool = True,
+) -> list[list[str]]:
+    """:func:`_mlm_topk` with ``allowed = (whole words, Chinese characters)``, by the masked word's script.
+
+    A masked English word gets English guesses, a masked Chinese character Chinese ones: the two
+    groups run apart, so text without Chinese runs in exactly the batches it always did.
+    """
+    results: list[list[str]] = [[] for _ in requests]
+    for script, mask in zip((False, True), allowed):
+        group = [i for i, c in enumerate(chinese) if c == script]
+        if group and bool(mask.any()):
+            found = _mlm_topk([requests[i] for i in group], mlm, tokenizer, k, device, mask, batch_size,
+                              context_copy)
+            for i, cands in zip(group, found):
+                results[i] = cands
+    return results
 
 
 def _mlm_vocab_size(mlm: Any) -> int:
@@ -287,7 +422,8 @@ def mlm_candidates(
     one per word. A word made of several WordPieces is replaced by a single ``[MASK]``
     (:class:`WordCandidates` sends those words to :class:`EmbeddingNeighbours` instead, as the
     paper does). Predictions that are ``##`` pieces, special tokens, non-alphabetic or the word
-    itself are skipped, so each position gets exactly ``k`` candidates. ``context_copy`` appends
+    itself are skipped, so each position gets exactly ``k`` candidates; a Chinese character gets
+    Chinese characters only (at most as many as the vocabulary holds). ``context_copy`` appends
     the unmasked sentence as a second segment, as the authors' script does.
     """
     device = torch.device(device) if device is not None else next(mlm.parameters()).device
@@ -296,9 +432,13 @@ def mlm_candidates(
     requests = [_MaskRequest(pieces, p) for p in positions]
     if not requests:
         return {}
-    allowed = _allowed_mask(tokenizer, _mlm_vocab_size(mlm), device)
+    vocab_size = _mlm_vocab_size(mlm)
+    allowed = (_allowed_mask(tokenizer, vocab_size, device),
+               _allowed_mask(tokenizer, vocab_size, device, chinese=True))
+    chinese = [_is_chinese(words[r.position]) for r in requests]
     with _EvalMode(mlm, device) as model:
-        found = _mlm_topk(requests, model, tokenizer, k, device, allowed, batch_size, context_copy)
+        found = _mlm_topk_by_script(requests, chinese, model, tokenizer, k, device, allowed, batch_size,
+                                    context_copy)
     return {r.position: c for r, c in zip(requests, found)}
 
 
@@ -400,8 +540,9 @@ class WordCandidates:
     ``(position, word)`` pairs that may change; it returns, for each sentence,
     ``{position: k replacement words}``. A single-piece word gets the masked-LM's top ``k``
     (when ``source`` has a masked-LM and the word fits within its length), any other word its
-    ``k`` embedding neighbours. A batch of sentences costs one neighbour search and a few MLM
-    forward passes (``batch_size`` masked copies each), not one per word.
+    ``k`` embedding neighbours; a Chinese character's are Chinese characters. A batch of
+    sentences costs one neighbour search and a few MLM forward passes (``batch_size`` masked
+    copies each), not one per word.
 
     Use it in a ``with`` block when ``source`` has a masked-LM: the MLM then runs in eval mode on
     ``device`` and is put back as it was afterwards. ``mlm_words`` and ``neighbour_words``
@@ -424,7 +565,9 @@ class WordCandidates:
         if self.source.mlm is not None:
             self._eval_mode = _EvalMode(self.source.mlm, self.device)
             self.mlm = self._eval_mode.__enter__()
-            self._allowed = _allowed_mask(self.tokenizer, _mlm_vocab_size(self.mlm), self.device)
+            vocab_size = _mlm_vocab_size(self.mlm)
+            self._allowed = (_allowed_mask(self.tokenizer, vocab_size, self.device),
+                             _allowed_mask(self.tokenizer, vocab_size, self.device, chinese=True))
             self._max_length = _mlm_max_length(self.mlm)
         return self
 
@@ -453,8 +596,10 @@ class WordCandidates:
                     neighbour_slots.append((j, pos, word))
         candidates: list[Candidates] = [{} for _ in sentences]
         if mlm_requests:
-            found = _mlm_topk([r for _, r in mlm_requests], self.mlm, tok, self.k, self.device, self._allowed,
-                              self.batch_size, self.context_copy)
+            chinese = [_is_chinese(sentences[j][r.position]) for j, r in mlm_requests]
+            requests = [r for _, r in mlm_requests]
+            found = _mlm_topk_by_script(requests, chinese, self.mlm, tok, self.k, self.device, self._allowed,
+                                        self.batch_size, self.context_copy)
             for (j, req), cands in zip(mlm_requests, found):
                 candidates[j][req.position] = cands
         if neighbour_slots:

@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 result = run.get(stage, rebuild=args.rebuild)
             except KeyboardInterrupt:
-                raise InterruptedRun(_resume_hint(artifacts, stage, profile.task)) from None
+                raise InterruptedRun(_resume_hint(artifacts, run.interrupted_in or stage, profile.task)) from None
             metrics = getattr(result, "metrics", {"rows": len(result)} if hasattr(result, "__len__") else {})
             if is_main_process():
                 print(json.dumps({"stage": stage, "profile": profile.name, "task": profile.task,

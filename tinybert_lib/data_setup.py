@@ -15,8 +15,9 @@ Run it from the shell as::
 Setup and command line sit together: this module (the data), :mod:`~tinybert_lib.preflight` (is a
 profile ready to run?), and :mod:`~tinybert_lib.cli`, :mod:`~tinybert_lib.predict_cli` and
 ``__main__`` (the commands). This module imports only the task descriptions
-(:mod:`~tinybert_lib.tasks`) and atomic writes from ``tinybert_lib``, and ``datasets`` only when the
-hub is asked, so the pre-run check and ``import tinybert_lib`` stay light.
+(:mod:`~tinybert_lib.tasks`), atomic writes and where the data folder is (:mod:`~tinybert_lib.paths`)
+from ``tinybert_lib``, and ``datasets`` only when the hub is asked, so the pre-run check and
+``import tinybert_lib`` stay light.
 """
 
 from __future__ import annotations
@@ -166,11 +167,14 @@ def _load_dataset(*args: Any, **kwargs: Any) -> Any:
 
 
 def data_dir() -> Path:
-    """Folder holding the course data: ``$TINYBERT_DATA_DIR`` or the repository's ``data/``."""
+    """Folder holding the course data: ``$TINYBERT_DATA_DIR``, else the checkout's ``data/``, else
+    ``./tinybert-build/data`` outside a checkout (:func:`~tinybert_lib.paths.default_data_dir`)."""
     env = os.environ.get("TINYBERT_DATA_DIR")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[1] / "data"
+    from .paths import default_data_dir  # here: ``python -m tinybert_lib.paths`` must not find it imported
+
+    return default_data_dir()
 
 
 _StatKey = tuple[int, ...]

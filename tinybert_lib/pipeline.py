@@ -56,7 +56,7 @@ from .profiles import Profile, get_profile
 from .records import SHORT, check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
 from .runtime import is_main_process, main_process_first, pick_device, set_seed, wait_for_everyone
 from .stages import AUGMENT_FIELDS, STAGES, get_stage, stage_dir  # noqa: F401  (STAGES, stage_dir: tl.pipeline's too)
-from .students import build_student
+from .students import build_student, load_general_student, student_from_teacher_layers
 from .tasks import Task, get_task
 from .teachers import check_tokenizer_files, load_teacher, read_bert_folder
 from .training import FitConfig, TrainResult
@@ -234,6 +234,12 @@ def _corpus_file_record(profile: Profile) -> dict[str, Any]:
     return {"corpus_file": {"path": str(found.path), "sha256": found.sha256}}
 
 
+def _student_init_record(profile: Profile) -> dict[str, Any]:
+    """``{"student_init": "teacher"}`` for a student copied from the teacher's layers, ``{}`` for a random
+    one, whose records were written without it (a new key would make every existing general student stale)."""
+    return {} if profile.student_init == "random" else {"student_init": profile.student_init}
+
+
 def _fit_fields(profile: Profile, stage: str, *more: str) -> dict[str, Any]:
     record = profile_fields(profile, FitConfig.recorded_fields(stage) + more)
     if profile.cpu_bf16:  # recorded only when on, so the records of float32 runs stay as they were
@@ -251,10 +257,14 @@ def _locked(method: _Method) -> _Method:
 
     @functools.wraps(method)
     def wrapper(self: "PipelineRun", *args: Any, **kwargs: Any) -> Any:
-        if not is_main_process():  # the other processes of one distributed run share the main one's lock
-            return method(self, *args, **kwargs)
-        with artifacts_lock(self.artifacts):
-            return method(self, *args, **kwargs)
+        try:
+            if not is_main_process():  # the other processes of one distributed run share the main one's lock
+                return method(self, *args, **kwargs)
+            with artifacts_lock(self.artifacts):
+                return method(self, *args, **kwargs)
+        except KeyboardInterrupt:
+            self.interrupted_in = self.interrupted_in or method.__name__  # the innermost stage: the one training
+            raise
 
     return wrapper  # type: ignore[return-value]
 
@@ -275,6 +285,7 @@ class PipelineRun:
         self.device_name = device
         self.device = pick_device(device or self.profile.device)
         self._results: dict[str, Any] = {}
+        self.interrupted_in: Optional[str] = None  # the stage Ctrl-C stopped (the command line says how to resume)
         self._pretrained: Optional[Bert] = None
 
     def out(self, stage: str) -> Path:
@@ -303,12 +314,21 @@ class PipelineRun:
 
         The held-out loss is measured on WikiText-2's validation blocks whatever the corpus (see ``corpus_blocks``).
         A corpus file of one's own is recorded in the settings by path and sha256 (``corpus_file``).
+        The student starts as the profile's ``student_init`` says: random, the teacher's layers, or (no
+        training then) the saved general student in a folder (:meth:`_general_from_folder`).
         """
         p, out = self.profile, self.out("general")
         teacher = teacher if teacher is not None else self.pretrained_teacher()
+        if student is not None and p.student_init != "random":
+            raise ValueError(f"a student was passed in, and the profile's student_init is "
+                             f"{p.student_init!r}: give one or the other (student_init='random' keeps the "
+                             "student passed in).")
+        if p.student_init not in ("random", "teacher"):
+            return self._general_from_folder(teacher, rebuild)
         if student is None:
             set_seed(p.seed)  # the student's initial weights: the same on every run of the same profile
-            student = build_student(p.student, teacher=teacher)
+            student = (student_from_teacher_layers(teacher, p.student) if p.student_init == "teacher"
+                       else build_student(p.student, teacher=teacher))
         if corpus is None:
             corpus = corpus_blocks(teacher.tokenizer, p.max_seq_len_general, split="train", max_blocks=p.corpus_max_blocks,
                                    corpus=p.general_corpus)
@@ -322,7 +342,7 @@ class PipelineRun:
             "teacher": _teacher_record(teacher),
             "student": {k: v for k, v in student.config.to_dict().items() if k != "label_names"},
             "projections": None, "mapping": mapping, "weights": [1.0, 1.0, 1.0], "attention_kind": "mse",
-            "corpus": fingerprint_dataset(corpus), **_corpus_file_record(p),
+            "corpus": fingerprint_dataset(corpus), **_corpus_file_record(p), **_student_init_record(p),
         }
         settings = {**train_settings, "valid": fingerprint_dataset(valid)}
         done = _finished(out, settings, "the general student", rebuild)
@@ -333,6 +353,34 @@ class PipelineRun:
         result = general_distill(teacher, student, corpus, FitConfig.for_stage(p, "general"), valid=valid, device=self.device,
                                  checkpoint_dir=out / "checkpoint", settings=train_settings, stop_after=stop_after)
         _save(out, "general", result, {"mapping": mapping, "weights": [1.0, 1.0, 1.0]}, settings)
+        return result
+
+    def _general_from_folder(self, teacher: Bert, rebuild: bool = False) -> StageResult:
+        """Stage 1 without training: the saved general student in the folder ``student_init`` names.
+
+        Its projections are the ``projections.safetensors`` beside the folder (where stage 1 writes them) when
+        there is one, else fresh ones from the seed. The folder and its weights' sha256 are recorded, so a
+        changed source is refused like any changed setting, and the next stages see another student.
+        """
+        p, out = self.profile, self.out("general")
+        source = Path(p.student_init).expanduser().resolve()
+        student = load_general_student(source, teacher)
+        set_seed(p.seed)  # fresh projections: the same on every run of the same profile
+        projections = make_projections(student.config.hidden_size, teacher.config.hidden_size,
+                                       student.config.num_hidden_layers)
+        saved = source.parent / "projections.safetensors"
+        if saved.is_file():
+            with reading(saved, "it must hold this student's projections to this teacher's width (stage 1 "
+                                "writes them beside model/); move it away to start from fresh projections"):
+                projections = _load_projections(saved, projections)
+        log.info("general student from %s (no training), with %s", source,
+                 f"the projections in {saved}" if saved.is_file() else f"fresh projections (no {saved})")
+        settings = {"stage": "general distillation", "teacher": _teacher_record(teacher),
+                    "student_init": {"folder": str(source), "sha256": fingerprint_tensors(student)},
+                    "projections": fingerprint_tensors(projections)}
+        result = StageResult(student.to(self.device), TrainResult(), projections.to(self.device))
+        if _finished(out, settings, "the general student", rebuild) is None:  # a copy, for the next stages
+            _save(out, "general", result, {}, settings)
         return result
 
     # teacher

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 
 from .data_setup import CORPUS_FILES, DataIntegrityError, DataNotFoundError, _require
-from .profiles import PROFILES, Profile, get_profile
+from .profiles import OFFLINE_ALTERNATIVE, PROFILES, Profile, get_profile
 from .runtime import pick_device
 from .tasks import get_task
 from .errors import CourseError
@@ -84,12 +84,17 @@ def check_ready(profile: Profile | str, device: Optional[str] = None, artifacts_
     """
     profile = get_profile(profile)
     problems = missing_for(profile, device, artifacts_dir)
+    alternative = OFFLINE_ALTERNATIVE.get(profile.name)
+    offline = any(p.startswith(("teacher:", "data:")) for p in problems)
+    hint = (f" Without the hub, --profile {alternative} runs on one GPU from the packaged teacher and the local data."
+            if alternative and offline else "")
     if len(problems) == 1:
-        raise ProfileNotReadyError(f"profile {profile.name!r} cannot run here: {problems[0]}")
+        raise ProfileNotReadyError(f"profile {profile.name!r} cannot run here: {problems[0]}{hint}")
     if problems:
         raise ProfileNotReadyError(
             f"profile {profile.name!r} cannot run here; missing:\n" + "\n".join(f"  - {p}" for p in problems)
-            + "\n(the 'cpu' and 'smoke' profiles run offline on any machine with the packaged teacher.)"
+            + "\n(the 'cpu' and 'smoke' profiles run offline on any machine with the packaged teacher" +
+            (f"; on a GPU, '{alternative}'" if alternative else "") + ".)"
         )
 
 

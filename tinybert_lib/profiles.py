@@ -11,6 +11,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Optional
 
 from .data_setup import check_general_corpus
@@ -32,6 +33,12 @@ class Profile:
     name: str
     teacher: str = "minilm"
     student: str = "minilm-3l-192d"
+    # where the student starts: "random" (the paper's, from the seed), "teacher" (DistilBERT's: the
+    # teacher's embeddings and every N/M-th layer, for a student of the teacher's width, e.g. minilm-3l-384d),
+    # or the folder of a saved general student (another run's general_student/model, a released general
+    # TinyBERT): then the general stage only loads it (students.student_from_teacher_layers,
+    # students.load_general_student)
+    student_init: str = "random"
     device: str = "auto"
     seed: int = 42
     # data
@@ -99,6 +106,9 @@ class Profile:
             object.__setattr__(self, "general_corpus", os.fspath(self.general_corpus))
         check_general_corpus(self.general_corpus)  # a typo fails here, not an hour into a run
         get_task(self.task)
+        if isinstance(self.student_init, os.PathLike):  # a folder is kept as text too
+            object.__setattr__(self, "student_init", os.fspath(self.student_init))
+        _check_student_init(self.student_init)
 
     def max_length_for(self, task: Any) -> int:
         """Tokens per example of ``task``: ``max_seq_len_pair`` for a sentence pair, ``max_seq_len_task`` otherwise."""
@@ -114,6 +124,18 @@ class Profile:
         if unknown:
             raise ProfileFieldError("; ".join(_unknown_field(name) for name in unknown))
         return replace(self, **overrides)
+
+
+STUDENT_INITS = ("random", "teacher")  # or the folder of a saved general student
+
+
+def _check_student_init(value: str) -> None:
+    """Refuse a ``student_init`` that is neither a start the course knows nor an existing folder (a typo)."""
+    if value in STUDENT_INITS or Path(value).expanduser().is_dir():
+        return
+    raise ProfileFieldError(f"student_init {value!r}: use 'random', 'teacher' or the folder of a saved "
+                            "general student (config.json + model.safetensors); there is no folder "
+                            f"{value!r} in {Path.cwd()}")
 
 
 #: Each profile field's type (``Optional[int]``, ``float``, ...), what ``--set FIELD=VALUE`` parses to.
@@ -233,11 +255,27 @@ PROFILES: dict[str, Profile] = {
         general_epochs=3, general_batch_size=256, general_lr=5e-5, intermediate_epochs=10,
         prediction_epochs=3, ablation_examples=20000, ablation_epochs=3, ablation_seeds=3,
     ),
+    # One GPU from local files only, for a machine that cannot reach the hub: the packaged MiniLM teacher
+    # instead of bert-base-uncased, WikiText-2 instead of WikiText-103 (both from the data folder or
+    # DATA_MIRROR), a student of the teacher's width and half its depth (the paper's 4-layer student cannot map
+    # uniformly onto MiniLM's 6 layers). A budget that teaches: ten epochs of general distillation (2,650
+    # steps at batch 64), the teacher three epochs, all of SST-2 augmented four times, ten epochs of step 1
+    # and three of step 2, at the cpu recipe's rates (chosen for a student this far from a solution).
+    "gpu-local": Profile(
+        name="gpu-local", student="minilm-3l-384d", device="cuda", general_corpus="wikitext-2",
+        general_epochs=10, general_batch_size=64, general_lr=6e-4, classifier_pooling="mean",
+        finetune_epochs=3, finetune_lr=3e-5, augment_n=4, augment_k=8, intermediate_epochs=10,
+        intermediate_batch_size=64, intermediate_lr=1e-3, prediction_epochs=3, prediction_lr=1e-4,
+        ablation_examples=20000, ablation_epochs=3, ablation_seeds=3, ablation_finetune_lr=1e-3,
+    ),
 }
+
+#: What to run instead of a profile whose teacher or corpus must come from the hub, when the hub is out of reach.
+OFFLINE_ALTERNATIVE = {"gpu": "gpu-local"}
 
 
 def get_profile(name: str, **overrides: Any) -> Profile:
-    """Look up a run profile by name (``smoke``, ``cpu``, ``gpu``), optionally overriding fields."""
+    """Look up a run profile by name (``smoke``, ``cpu``, ``gpu``, ``gpu-local``), optionally overriding fields."""
     if isinstance(name, Profile):
         return name.with_overrides(**overrides) if overrides else name
     if name not in PROFILES:
