@@ -10,17 +10,26 @@ NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeou
 # instead of the vectorised ones. The checked outputs must not change (see README, "Tests").
 FLIPPED := $(shell cat tests/flipped-arithmetic.env)
 
-.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish sweep bench bench-peer clean
+.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish sweep bench bench-peer lock clean
 
-setup: $(VENV)/.installed data  ## virtual environment, pinned packages, course kernel, data
+setup: $(VENV)/.installed data  ## virtual environment, locked packages, course kernel, data
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# The venv names the folder it was made in (scripts, editable install, kernel spec): one set up for
+# another folder (the checkout was moved or copied since) is rebuilt. See scripts/venv_home.py.
+VENV_HOME := $(shell $(PYTHON) scripts/venv_home.py $(VENV))
+ifeq ($(firstword $(VENV_HOME)),moved)
+$(info $(VENV) was set up for $(wordlist 2,1000,$(VENV_HOME)); rebuilding it for $(CURDIR))
+.PHONY: $(VENV)/.installed
+endif
+
+# requirements.lock: requirements.txt's pins and all their dependencies, with hashes (`make lock`).
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(if $(filter moved,$(firstword $(VENV_HOME))),rm -rf $(VENV))
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (TinyBERT course)"
-	touch $@
+	$(PYTHON) scripts/venv_home.py --record $(VENV)
 
 data: $(VENV)/.installed  ## fill data/ from $$DATA_MIRROR, or from the Hugging Face hub when online
 	$(PY) -m tinybert_lib data prepare
@@ -36,8 +45,12 @@ test-notebooks: $(VENV)/.installed
 test-flipped: $(VENV)/.installed  ## the checked outputs again, under other CPU arithmetic
 	$(FLIPPED) $(PY) -m pytest -q $(NBVAL) notebooks solutions
 
-lab: setup  ## JupyterLab at the course root (lessons and solutions), with the course kernel
+lab: setup $(VENV)/.lab-installed  ## JupyterLab at the course root (lessons and solutions), with the course kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=. $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+$(VENV)/.lab-installed: $(VENV)/.installed requirements-lab.lock  ## JupyterLab's packages, apart from make test's
+	$(PY) -m pip install --quiet --require-hashes -r requirements-lab.lock
+	touch $@
 
 run: setup  ## execute every lesson with papermill: make run [PROFILE=cpu|smoke|gpu]
 	$(PY) scripts/run_course.py --profile $(PROFILE) --build $(BUILD)
@@ -61,6 +74,21 @@ bench: setup  ## distillation-step throughput (course vs TextBrewer, if installe
 
 bench-peer: $(VENV)/.installed  ## install TextBrewer 0.2.1 (the peer `make bench` compares with), without tensorboard
 	$(PY) -m pip install --quiet --no-deps textbrewer==0.2.1 tensorboardX==2.6.5 protobuf==7.36.2
+
+# Regenerate the locks from requirements.txt and requirements-lab.txt (pip-tools in a venv of its own).
+# The lab lock starts from the main one, so that the packages they share keep the same versions.
+# torch is locked as requirements.txt pins it (2.13.0, not 2.13.0+cpu), with the CPU wheel's hash:
+# a CUDA build installed first (README, "Running on a GPU") then satisfies it and is kept.
+LOCK_TOOLS := $(BUILD)/lock-tools
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock:  ## requirements.lock and requirements-lab.lock: every package, pinned, with hashes
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --quiet pip-tools==7.7.0
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	cp requirements.lock requirements-lab.lock
+	$(PIP_COMPILE) --output-file requirements-lab.lock requirements.txt requirements-lab.txt
+	perl -pi -e 's/^torch==([^ +]+)\+cpu /torch==$$1 /' requirements.lock requirements-lab.lock
 
 clean:  ## remove build outputs and caches (not the data, not the venv)
 	rm -rf $(BUILD) .pytest_cache

@@ -2,7 +2,8 @@
 
 Each executed notebook lands in ``build/<profile>/notebooks/``; lessons hand artifacts (the
 general student, the fine-tuned teacher, the augmented set, results) to one another through
-``build/<profile>/artifacts/``.
+``build/<profile>/artifacts/``. It prints one line per lesson: its name, its minutes, the executed
+notebook and the artifacts it added; a failing lesson prints the cell that failed and its error.
 
 ``--publish`` (``make publish``) also writes each executed lesson back into ``notebooks/``, and
 re-executes the solutions into ``solutions/``, cleaned of progress widgets, timings and machine
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         notebooks += sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(args.only))]
-    timings: list[tuple[str, float]] = []
+    kernel = quiet_kernel()
+    print(f"profile {args.profile}, device {args.device}: executed lessons in {shown(out_dir)}/, "
+          f"artifacts in {shown(artifacts)}/", flush=True)
     start = time.perf_counter()
     for nb in notebooks:
         t0 = time.perf_counter()
@@ -69,19 +72,67 @@ def main(argv: list[str] | None = None) -> int:
         parameters = {"profile": args.profile, "device": args.device,
                       "artifacts_dir": os.path.relpath(artifacts, nb.parent)} if lesson else None
         out_nb = out_dir / (nb.name if lesson else f"solutions_{nb.name}")
-        print(f"==> {nb.parent.name}/{nb.name} (profile {args.profile if lesson else 'smoke'})", flush=True)
-        pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, cwd=str(nb.parent),
-                            log_output=False, progress_bar=False)
+        name = nb.stem if lesson else f"solutions/{nb.stem}"
+        before = set(os.listdir(artifacts))
+        # One line per lesson: its name now (a lesson runs for minutes), the rest when it is done.
+        print(f"{name:<36}", end=" ", flush=True)
+        try:
+            pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, cwd=str(nb.parent),
+                                log_output=False, progress_bar=False, **kernel)
+        except pm.PapermillExecutionError as err:  # a cell raised: which cell, and its traceback
+            print(f"{minutes(t0)}  FAILED at cell In [{err.exec_count}]; "
+                  f"the executed notebook: {shown(out_nb)}", flush=True)
+            print(str(err).strip("\n"), file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"{minutes(t0)}  interrupted; the executed part: {shown(out_nb)}", flush=True)
+            return 130
+        except BaseException:  # the kernel died, a missing kernel, ...: the traceback follows
+            print(f"{minutes(t0)}  FAILED", flush=True)
+            raise
         if args.publish:
             publish(out_nb, nb, parameters)
-        timings.append((nb.name, time.perf_counter() - t0))
-    total = time.perf_counter() - start
-    print("\nlesson                                   seconds")
-    for name, secs in timings:
-        print(f"{name:<40} {secs:8.1f}")
-    print(f"{'total':<40} {total:8.1f}")
-    print(f"\nexecuted notebooks: {out_dir}\nartifacts and results: {artifacts}")
+        made = sorted(n for n in set(os.listdir(artifacts)) - before if not n.startswith("."))  # not .lock
+        print(f"{minutes(t0)}  {shown(out_nb)}" + (f"  + artifacts: {', '.join(made)}" if made else "")
+              + (f"  (published to {nb.parent.name}/)" if args.publish else ""), flush=True)
+    print(f"{'total':<36} {minutes(start)}", flush=True)
     return 0
+
+
+def minutes(since: float) -> str:
+    return f"{(time.perf_counter() - since) / 60:6.1f} min"
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the current folder when it lies under it (``build/cpu/...``)."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def quiet_kernel(kernel_name: str = "tinybert") -> dict:
+    """papermill options that keep the kernel from warning, once per lesson, that it runs over TCP
+    without encryption (ipykernel's ``IPKernelApp`` logs it when its connection has no CurveZMQ key).
+
+    Where pyzmq has CurveZMQ and the kernel spec declares it (``metadata.supported_encryption``,
+    written by ``ipykernel install``), the kernel manager provisions the keys, so the lessons run over
+    an encrypted transport and there is nothing to warn about. Elsewhere the kernel's log level is
+    raised to ERROR: the warning goes, the kernel's errors stay. A cell's error is not a log line:
+    papermill raises it, and ``main`` prints the cell and its traceback.
+    """
+    import zmq
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from traitlets.config import Config
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        return {}  # papermill names the missing kernel itself
+    encryption = spec.metadata.get("supported_encryption") or []
+    if zmq.has("curve") and "curve" in ([encryption] if isinstance(encryption, str) else encryption):
+        return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+    return {"extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
 
 
 def publish(executed: Path, target: Path, parameters: dict | None) -> None:
