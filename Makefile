@@ -10,9 +10,10 @@ NBVAL := -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeou
 # instead of the vectorised ones. The checked outputs must not change (see README, "Tests").
 FLIPPED := $(shell cat tests/flipped-arithmetic.env)
 
-.PHONY: setup data test test-lib test-notebooks test-flipped lab run publish sweep bench bench-peer lock clean
+.PHONY: setup data test test-lib test-notebooks test-flipped test-lab lab run publish sweep bench bench-peer lock clean
 
-setup: $(VENV)/.installed data  ## virtual environment, locked packages, course kernel, data
+setup: $(VENV)/.installed data  ## virtual environment, locked packages, course kernel, data, trusted notebooks
+	@$(VENV)/bin/jupyter trust notebooks/*.ipynb solutions/*.ipynb >/dev/null  # their stored HTML (pandas tables) shown as stored
 
 # The venv names the folder it was made in (scripts, editable install, kernel spec): one set up for
 # another folder (the checkout was moved or copied since) is rebuilt. See scripts/venv_home.py.
@@ -51,6 +52,27 @@ lab: setup $(VENV)/.lab-installed  ## JupyterLab at the course root (lessons and
 $(VENV)/.lab-installed: $(VENV)/.installed requirements-lab.lock  ## JupyterLab's packages, apart from make test's
 	$(PY) -m pip install --quiet --require-hashes -r requirements-lab.lock
 	touch $@
+
+# The browser test (tests/lab, README "Tests"): JupyterLab as `make lab` serves it, in Debian's Chromium
+# (apt-get installs it when /usr/bin/chromium is missing), driven by Playwright from a venv of its own
+# (tests/lab/requirements.lock: Playwright and pytest, pinned with hashes; no browser download).
+LAB_TEST := $(BUILD)/lab-test
+test-lab:  ## the browser test: the lab loads, lesson 02 opens with the course kernel and runs (screenshots in $(BUILD)/lab)
+	@start=$$(date +%s); rc=0; \
+	$(MAKE) --no-print-directory setup $(VENV)/.lab-installed $(LAB_TEST)/.installed /usr/bin/chromium \
+	&& TINYBERT_VENV=$(VENV) TINYBERT_LAB_ARTIFACTS=$(BUILD)/lab CHROMIUM=/usr/bin/chromium \
+	   $(LAB_TEST)/bin/python -m pytest -p no:cacheprovider -q --durations=0 --durations-min=1 tests/lab || rc=$$?; \
+	echo "make test-lab: $$(( $$(date +%s) - start )) s$$([ $$rc = 0 ] || echo ", failed (screenshots in $(BUILD)/lab)")"; \
+	exit $$rc
+
+$(LAB_TEST)/.installed: tests/lab/requirements.lock
+	$(PYTHON) -m venv $(LAB_TEST)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(LAB_TEST)/bin/pip install --quiet --require-hashes -r tests/lab/requirements.lock
+	touch $@
+
+/usr/bin/chromium:  # Debian's, for the browser test
+	$$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq
+	$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 run: setup  ## execute every lesson with papermill: make run [PROFILE=cpu|smoke|gpu]
 	$(PY) scripts/run_course.py --profile $(PROFILE) --build $(BUILD)

@@ -29,6 +29,9 @@ ALLOWED_UNDECLARED = {
     # TextBrewer, the peer `make bench` compares with: optional (pyproject extra `bench`, installed
     # by `make bench-peer`); tinybert_lib.bench checks it in a try/except and skips it when absent.
     "textbrewer",
+    # Playwright drives the browser test (tests/lab, `make test-lab`) from a venv of its own
+    # (build/lab-test, tests/lab/requirements.lock), apart from the course's environment.
+    "playwright",
 }
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")

@@ -29,6 +29,7 @@ changed. ``rebuild=True`` (``--rebuild``) builds the asked-for stage again.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -115,9 +116,10 @@ def _finished(out: Path, settings: dict[str, Any], what: str, rebuild: bool) -> 
             log.info("%s: previous outputs removed, building again", out)
         wait_for_everyone()
         return None
-    if is_main_process():
-        recover_folder(out / "model")  # a kill between the two renames of an export parks model/ as .model.old
-    wait_for_everyone()
+    # A kill between the two renames of an export parks model/ as .model.old: put it back. Every process
+    # does (no barrier here: Accelerate's state must not exist before training makes it); one rename wins.
+    with contextlib.suppress(OSError):
+        recover_folder(out / "model")
     if not ((out / "summary.json").is_file() and (out / "model" / "model.safetensors").is_file()):
         return None
     with reading(out / "summary.json", _fix(out)):
