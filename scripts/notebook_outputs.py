@@ -71,6 +71,57 @@ def clean_notebook(nb: dict[str, Any], parameters: dict[str, Any] | None = None)
     return nb
 
 
+BANNER_TAG = "stored-outputs"  # the cell under a lesson's title that says where its outputs come from
+SLOW_TAG = "slow-cell"  # the one-line warning before a cell that takes more than a minute
+SLOW_SECONDS = 60.0
+
+
+def _tagged(tag: str, text: str, cell_id: str) -> dict[str, Any]:
+    # A fixed id (nbformat 4.5 wants one per cell): publishing again changes no more than the text.
+    return {"cell_type": "markdown", "id": cell_id, "metadata": {"tags": [tag]}, "source": text}
+
+
+def cell_seconds(nb: dict[str, Any]) -> list[float | None]:
+    """Each cell's running time in an executed notebook (papermill's ``metadata.papermill.duration``)."""
+    return [cell.get("metadata", {}).get("papermill", {}).get("duration") for cell in nb["cells"]]
+
+
+def annotate_run(nb: dict[str, Any], profile: str, date: str, seconds: list[float | None],
+                 minutes: float | None = None) -> dict[str, Any]:
+    """Put a banner under the title (which run the stored outputs come from, how to reproduce them, the slow
+    cells) and a one-line warning before every cell of that run that took more than a minute (in place).
+
+    ``seconds``: one entry per cell of ``nb`` (None for a markdown cell). Banners and warnings of an earlier
+    run are replaced, so publishing again leaves one of each. ``minutes``: the lesson's time when ``seconds``
+    does not hold every cell's (a run whose cell timings were not kept).
+    """
+    cells = [(c, t) for c, t in zip(nb["cells"], seconds)
+             if not {BANNER_TAG, SLOW_TAG} & set(c.get("metadata", {}).get("tags", []))]
+    total = minutes if minutes is not None else sum(t for _, t in cells if t) / 60
+    out: list[dict[str, Any]] = []
+    slow, count = [], 0
+    for cell, t in cells:
+        injected = "injected-parameters" in cell.get("metadata", {}).get("tags", [])  # removed by clean_notebook
+        if cell["cell_type"] == "code" and not injected:
+            count += 1
+        if cell["cell_type"] == "code" and not injected and t and t > SLOW_SECONDS:
+            slow.append(f"In [{count}] {t / 60:.1f} min")
+            out.append(_tagged(SLOW_TAG, cell_id=f"{SLOW_TAG}-{count}", text=f"⏱ *The next cell took {t / 60:.1f} min on 2 CPU cores under the "
+                                         f"`{profile}` profile (seconds under `smoke`).*"))
+        out.append(cell)
+    slow_text = ("; the cells that take more than a minute: " + ", ".join(slow) + " (each has a ⏱ line above it)"
+                 if slow else "; no cell takes more than a minute")
+    banner = (f"> **Stored outputs.** What this lesson shows below comes from one uninterrupted "
+              f"`make publish PROFILE={profile}` run on {date} (2 CPU cores; README, \"What the cpu profile "
+              f"gives\"): the lesson took {'under a minute' if total < 1 else f'{total:.1f} min'} there{slow_text}. **Run All** uses the parameters cell's "
+              f"`smoke` profile: seconds per lesson, numbers that mean nothing. To reproduce the stored figures, set "
+              f"`profile = \"{profile}\"` in the parameters cell, or run `make run PROFILE={profile}` for every "
+              "lesson in order (later lessons reuse the artifacts of earlier ones).")
+    title = 1 if out and out[0]["cell_type"] == "markdown" else 0
+    nb["cells"] = out[:title] + [_tagged(BANNER_TAG, banner, cell_id=BANNER_TAG)] + out[title:]
+    return nb
+
+
 def write_notebook(nb: dict[str, Any], target: str | Path) -> None:
     """Write ``nb`` over ``target`` atomically, in nbformat's own layout."""
     import nbformat

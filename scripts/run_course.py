@@ -23,7 +23,7 @@ from pathlib import Path
 
 import papermill as pm
 
-from notebook_outputs import clean_notebook, machine_paths, write_notebook
+from notebook_outputs import annotate_run, cell_seconds, clean_notebook, machine_paths, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,10 @@ def quiet_kernel(kernel_name: str = "tinybert") -> dict:
 
 def publish(executed: Path, target: Path, parameters: dict | None) -> None:
     """Write the cleaned executed notebook over ``target`` (atomically); refuse machine paths."""
-    nb = clean_notebook(json.loads(executed.read_text(encoding="utf-8")), parameters)
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    if parameters is not None:  # a lesson: the banner and the slow cells' warnings, from this run's timings
+        annotate_run(nb, parameters["profile"], time.strftime("%Y-%m-%d"), cell_seconds(nb))
+    nb = clean_notebook(nb, parameters)
     leaks = machine_paths(nb, [ROOT, Path.home(), sys.prefix, tempfile.gettempdir()])
     if leaks:
         raise SystemExit(f"{target.name}: outputs show machine paths; print paths relative to the course instead:\n  "
