@@ -47,3 +47,54 @@ def test_sweep_figure_reads_accuracy_then_held_out_loss_then_any_figure():
     assert sweep_figure({"general": {"valid_total": 3.436}}) == "general: held-out distillation loss 3.44"
     assert sweep_figure({"general": {"train_total_at_step_155": 9.2}}) == "general: train total at step 155 9.20"
     assert sweep_figure({}) == "-"
+
+
+def test_results_table_records_per_sentence_correctness_beside_results_json(tmp_path, monkeypatch):
+    """Each run's dev correctness goes to results_per_sentence.json; results.json keeps the keys lesson 10 prints."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+    from datasets import Dataset
+
+    from tinybert_lib import ablations
+    from tinybert_lib.profiles import get_profile
+
+    labels = [1, 0, 1, 1, 0]
+    dev = Dataset.from_dict({"sentence": [f"s{i}" for i in range(5)], "label": labels})
+    fixed = {"teacher": [1, 1, 1, 1, 0], "final": [1, 0, 1, 1, 0], "student": [0, 0, 0, 0, 0]}
+    model = {name: SimpleNamespace(name=name, config=SimpleNamespace(num_labels=2)) for name in fixed}
+    figures = {"params": 1, "encoder_params": 1, "size_mb": 1.0, "latency_b1_ms": 1.0, "latency_b32_ms": 2.0,
+               "throughput_b32": 16.0}
+
+    def run_variant(variant, profile, artifacts_dir, seed, device=None, teacher=None):
+        correct = "10110" if seed % 2 else "10100"
+        return {"variant": variant.name, "seed": seed, "accuracy": correct.count("1") / 5, "train_rows": 16,
+                "seconds": 0.1, "dev_correct": correct}
+
+    monkeypatch.setattr(ablations, "run_variant", run_variant)
+    monkeypatch.setattr(ablations, "get_finetuned_teacher", lambda *a, **k: model["teacher"])
+    monkeypatch.setattr(ablations, "get_final_student", lambda *a, **k: model["final"])
+    monkeypatch.setattr(ablations, "build_student", lambda *a, **k: model["student"])
+    monkeypatch.setattr(ablations, "load_sst2", lambda split, limit=None: dev)
+    monkeypatch.setattr(ablations, "_model_figures", lambda m, sentences, device: figures)
+    monkeypatch.setattr(ablations, "correct_per_example", lambda m, data, **k: torch.tensor(fixed[m.name]).bool())
+    out = tmp_path / "results.json"
+    results = ablations.results_table(get_profile("smoke", ablation_seeds=2), tmp_path, variants=["tinybert", "mapping: top"],
+                                      device="cpu", out_file=out)
+
+    saved = json.loads(out.read_text())
+    assert list(saved) == ["profile", "device", "latency_device", "torch_threads", "versions", "budget", "majority",
+                           "rows", "runs", "paper"]  # what lesson 10's section 9 prints, unchanged
+    assert all(list(r) == ["variant", "seed", "accuracy", "train_rows", "seconds"] for r in saved["runs"])
+    assert [(r["variant"], r["seed"]) for r in saved["runs"]] == [("tinybert", 42), ("tinybert", 43), ("mapping: top", 42)]
+    assert saved["rows"][0]["accuracy"] == pytest.approx(0.8) and saved["rows"][1]["accuracy"] == pytest.approx(0.6)
+    per_sentence = json.loads((tmp_path / "results_per_sentence.json").read_text())
+    assert per_sentence["dev_rows"] == 5 and per_sentence["labels"] == "10110"
+    assert [(r["variant"], r["seed"], r["correct"]) for r in per_sentence["runs"]] == [
+        ("tinybert", 42, "10100"), ("tinybert", 43, "10110"), ("mapping: top", 42, "10100")]
+    assert per_sentence["models"] == {"teacher (fine-tuned)": "11110", "TinyBERT student (full run)": "10110"}
+    assert results["per_sentence"] == per_sentence  # in memory as load_results gives it back
+    assert ablations.load_results(out) == results
+    table = ablations.paired_table(results)
+    assert [(r["variant"], r["matched_seeds"], r["p_value"]) for r in table] == [("mapping: top", [42], 1.0)]

@@ -20,6 +20,10 @@ seeds, and is scored on the same SST-2 dev rows. Only the named ingredient chang
 
 The general student itself was distilled with the uniform mapping and all losses; the
 objective and mapping ablations change stage 2 only (say so when reading the table).
+
+Every run also records which dev sentences it got right: ``results_table`` writes them beside
+``results.json`` (``results_per_sentence.json``), so that two rows, scored on the same sentences,
+can be compared with a paired test (:func:`paired_table`; ``tl.evaluate.mcnemar``).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from .bert import Bert
 from .bench import inference_latency
 from .data import load_sst2, tokenize_task
 from .distill import gold_label_loss, intermediate_distill, prediction_distill
-from .evaluate import accuracy
+from .evaluate import accuracy, correct_per_example, mcnemar  # noqa: F401 (accuracy: tests patch tl.ablations.accuracy)
 from .export import export_hf
 from .losses import layer_map
 from .pipeline import get_augmented_sst2, get_final_student, get_finetuned_teacher, get_general_student
@@ -115,6 +119,8 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
     """Train one variant at the ablation budget; return its dev accuracy and time.
 
     ``teacher``: the fine-tuned teacher, when the caller already holds it (else it is loaded).
+    ``dev_correct``: which dev sentences it got right, one character per sentence in dev order ("1" right,
+    "0" wrong), for the paired tests (``tl.evaluate.mcnemar``).
     """
     # The shared inputs (teacher, augmented set, general student) are the profile's own artifacts, built
     # with its seed; ``seed`` changes only this variant's training: its fresh weights and batch order.
@@ -154,9 +160,15 @@ def run_variant(variant: Variant, profile: Profile | str, artifacts_dir: str | P
                                      device=dev).model
     else:
         finetune_hard(student, train, profile, profile.ablation_epochs, dev)
-    acc = accuracy(student, dev_set, max_length=profile.max_seq_len_task)
+    correct = correct_per_example(student, dev_set, max_length=profile.max_seq_len_task)
+    acc = correct.float().mean().item()  # as tl.evaluate.accuracy computes it
     return {"variant": variant.name, "seed": seed, "accuracy": acc, "train_rows": len(train),
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start, "dev_correct": _bits(correct)}
+
+
+def _bits(correct: torch.Tensor) -> str:
+    """Per-sentence correctness as a compact string: "1" right, "0" wrong, in dev order."""
+    return "".join("1" if c else "0" for c in correct.tolist())
 
 
 def standard_error(values: list[float]) -> float:
@@ -244,13 +256,22 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
     teacher_fig = _model_figures(teacher, sentences, torch.device("cpu"))
     student_fig = _model_figures(build_student(profile.student, teacher=teacher, num_labels=teacher.config.num_labels),
                                  sentences, torch.device("cpu"))
-    teacher_acc = accuracy(teacher, dev_set, max_length=profile.max_seq_len_task)
+    teacher_correct = correct_per_example(teacher, dev_set, max_length=profile.max_seq_len_task)
+    teacher_acc = teacher_correct.float().mean().item()  # as tl.evaluate.accuracy computes it
     labels = dev_set["label"]
     majority = max(labels.count(c) for c in set(labels)) / len(labels)  # a one-class model's accuracy
     rows.append({"variant": "teacher (fine-tuned)", "accuracy": teacher_acc, "accuracy_std": 0.0, "seeds": 1, **teacher_fig})
     final = get_final_student(profile, artifacts_dir, device)
-    rows.append({"variant": "TinyBERT student (full run)", "accuracy": accuracy(final, dev_set, max_length=profile.max_seq_len_task),
+    final_correct = correct_per_example(final, dev_set, max_length=profile.max_seq_len_task)
+    rows.append({"variant": "TinyBERT student (full run)", "accuracy": final_correct.float().mean().item(),
                  "accuracy_std": 0.0, "seeds": 1, **student_fig})
+    # which dev sentences each run got right: kept apart from results.json, whose keys lesson 10 prints
+    per_sentence = {
+        "about": "per-sentence correctness on the dev set, one character per sentence in dev order: 1 right, 0 wrong",
+        "dev_rows": len(dev_set), "labels": "".join(str(label) for label in labels),
+        "runs": [{"variant": r["variant"], "seed": r["seed"], "correct": r.pop("dev_correct")} for r in runs],
+        "models": {"teacher (fine-tuned)": _bits(teacher_correct), "TinyBERT student (full run)": _bits(final_correct)},
+    }
     for name in names:
         accs = [r["accuracy"] for r in runs if r["variant"] == name]
         std = float(torch.tensor(accs).std()) if len(accs) > 1 else 0.0
@@ -270,6 +291,113 @@ def results_table(profile: Profile | str, artifacts_dir: str | Path, variants: O
         "majority": majority,
         "rows": rows, "runs": runs, "paper": PAPER,
     }
-    if out_file is not None:
+    if out_file is not None:  # the per-sentence file first: results.json, written last, says the run is complete
+        atomic_write_text(_per_sentence_file(out_file), json.dumps(per_sentence, indent=1))
         atomic_write_text(out_file, json.dumps(results, indent=1))
+    results["per_sentence"] = per_sentence  # as load_results gives it back
     return results
+
+
+PER_SENTENCE_NAME = "results_per_sentence.json"
+
+
+def _per_sentence_file(results_file: str | Path) -> Path:
+    return Path(results_file).with_name(PER_SENTENCE_NAME)
+
+
+def _per_sentence_problem(results: dict[str, Any], per_sentence: dict[str, Any]) -> Optional[str]:
+    """Why a per-sentence record does not belong to these results (None when it does)."""
+    dev_rows = results.get("budget", {}).get("dev_rows", per_sentence.get("dev_rows"))
+    if per_sentence.get("dev_rows") != dev_rows:
+        return f"it scores {per_sentence.get('dev_rows')} dev sentences, results.json {dev_rows}"
+    recorded = {(r["variant"], r["seed"]): r["correct"] for r in per_sentence.get("runs", [])}
+    for run in results.get("runs", []):
+        correct = recorded.get((run["variant"], run["seed"]))
+        if correct is None:
+            continue
+        if len(correct) != dev_rows or abs(correct.count("1") / len(correct) - run["accuracy"]) > 1e-6:
+            return f"{run['variant']!r} seed {run['seed']} does not have the accuracy results.json records"
+    return None
+
+
+def load_results(results_file: str | Path) -> dict[str, Any]:
+    """Read a ``results.json`` written by :func:`results_table`, with each run's per-sentence correctness.
+
+    The correctness lives beside it, in ``results_per_sentence.json``, and comes back as
+    ``results["per_sentence"]`` (as :func:`results_table` returns it). Records written before it was kept have
+    no such file; they load all the same, and :func:`paired_table` then says "not recorded". A file that does
+    not match this ``results.json`` (another run's) is ignored, with a warning.
+    """
+    results = json.loads(Path(results_file).read_text(encoding="utf-8"))
+    side = _per_sentence_file(results_file)
+    if side.is_file():
+        per_sentence = json.loads(side.read_text(encoding="utf-8"))
+        problem = _per_sentence_problem(results, per_sentence)
+        if problem is None:
+            results["per_sentence"] = per_sentence
+        else:
+            log.warning("ignoring %s: it belongs to another run (%s)", side, problem)
+    return results
+
+
+def paired_table(results: dict[str, Any], reference: str = "tinybert", single_seed_sd: Optional[float] = None,
+                 alpha: float = 0.05) -> list[dict[str, Any]]:
+    """Every ablation-budget row against ``reference``: the spread over seeds and the paired test, side by side.
+
+    One dict per row (``pd.DataFrame(paired_table(results))`` shows them), with
+    - ``seeds``, ``accuracy`` (mean over seeds) and ``se`` (its standard error over seeds; None for one seed);
+    - ``difference`` (row - reference, means over all their seeds), ``se_difference`` and ``beyond_2_se``: the
+      seed yardstick of :func:`compare` (``single_seed_sd`` as there; nan and False where no spread is known);
+    - the paired test, **per matched seed**: the row's run with seed s against the reference's run with the
+      same seed s, by McNemar's exact test on the dev sentences (``tl.evaluate.mcnemar``). ``matched_seeds``
+      lists them, ``p_values`` gives one p-value per matched seed, ``row_only_right`` / ``reference_only_right``
+      the discordant sentences summed over them, and ``p_value`` is the **largest** of the per-seed p-values:
+      the test rejects only if every matched seed does. The seeds' tests are not pooled into one, because every
+      seed is scored on the same sentences: pooled, a hard sentence would count once per seed, as if it were
+      new evidence each time; the largest p-value is valid however the seeds' results depend on each other.
+    - ``decisive``: the paired test rejects at level ``alpha`` on every matched seed, all in the same
+      direction, *and* the difference is beyond 2 seed standard errors. The paired test says these trained
+      models differ beyond what the choice of dev sentences explains; the seed spread, that retraining keeps
+      the order. ``verdict`` says which of them holds, or "not recorded" for rows whose runs kept no
+      per-sentence correctness (records written before it was kept; ``p_value`` is then None).
+    """
+    names = [r["variant"].removesuffix(" (ablation budget)") for r in results["rows"]
+             if r["variant"].endswith(" (ablation budget)")]
+    if reference not in names:
+        raise KeyError(f"no row {reference!r} at the ablation budget in these results; rows: {names}")
+    recorded = {(r["variant"], r["seed"]): r["correct"] for r in (results.get("per_sentence") or {}).get("runs", [])}
+    seeds_of = {name: [r["seed"] for r in results.get("runs", []) if r["variant"] == name] for name in names}
+    rows = {r["variant"].removesuffix(" (ablation budget)"): r for r in results["rows"]}
+    table = []
+    for name in names:
+        if name == reference:
+            continue
+        row, c = rows[name], compare(results, name, reference, single_seed_sd=single_seed_sd)
+        accs = row.get("accuracies", [row["accuracy"]])
+        matched = [s for s in seeds_of[name] if s in seeds_of[reference]
+                   and (name, s) in recorded and (reference, s) in recorded]
+        tests = [mcnemar(recorded[(name, s)], recorded[(reference, s)]) for s in matched]
+        entry = {"variant": name, "seeds": row["seeds"], "accuracy": row["accuracy"],
+                 "se": standard_error(accs) if len(accs) > 1 else None,
+                 "difference": c["difference"], "se_difference": c["se"], "beyond_2_se": c["real"],
+                 "matched_seeds": matched, "row_only_right": sum(t[0] for t in tests),
+                 "reference_only_right": sum(t[1] for t in tests), "p_values": [t[2] for t in tests],
+                 "p_value": max((t[2] for t in tests), default=None)}
+        if not tests:
+            verdict, decisive = "not recorded", False
+        else:
+            directions = {(t[0] > t[1]) - (t[0] < t[1]) for t in tests}
+            paired = entry["p_value"] < alpha and len(directions) == 1 and 0 not in directions
+            decisive = paired and c["real"]
+            if decisive:
+                verdict = "decisive: beyond the dev set's noise and the seeds'"
+            elif paired and math.isnan(c["se"]):
+                verdict = "the paired test separates them; no seed spread measured"
+            elif paired:
+                verdict = "the paired test separates them, but within 2 seed standard errors"
+            elif entry["p_value"] < alpha:
+                verdict = "the direction changes with the seed"
+            else:
+                verdict = f"not distinguishable on these dev sentences (p = {entry['p_value']:.2g})"
+        table.append({**entry, "decisive": decisive, "verdict": verdict})
+    return table
