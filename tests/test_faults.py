@@ -300,3 +300,13 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes_to_the_same_weights(tmp_path, 
     assert _cli(folder, "general").returncode == 0
     a, b = (load_file(str(f / "general_student" / "model" / "model.safetensors")) for f in (folder, built))
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run ended elsewhere than the uninterrupted one"
+
+
+def test_debug_shows_the_traceback_behind_the_one_line(copy):
+    _truncate(copy / "general_student" / "summary.json", keep=0.3)
+    plain = _last_line(_cli(copy, "general"))
+    assert plain.startswith("error: ") and "summary.json" in plain
+    for extra, env in ((["--debug"], ENV), ([], {**ENV, "TINYBERT_DEBUG": "1"})):
+        done = subprocess.run([*RUN, "general", *SMOKE, "--artifacts", str(copy), *extra], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode != 0 and "Traceback" in done.stderr and "ArtifactError" in done.stderr, done.stderr[-2000:]
