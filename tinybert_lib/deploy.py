@@ -10,6 +10,11 @@ One folder per shipped model holds every variant beside the Hugging Face export:
       model_int8.onnx                                   ONNX Runtime's dynamic int8 quantization
       model_int8.pt                                     PyTorch's dynamic int8 (``nn.Linear`` only)
 
+``ship(model, folder, onnx_only=True)`` writes the two ONNX graphs, a stock ``config.json``
+(``model_type: "bert"``, the class names) and the tokenizer only: no weights for PyTorch and no
+Python file, so nothing in it needs ``transformers``' ``trust_remote_code``, whatever head the
+model has (the head is in the graph).
+
 ``load_classifier`` opens any variant of such a folder as a function from a tokenised batch
 to logits, which ``python -m tinybert_lib predict`` and ``compare_variants`` use.
 """
@@ -29,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .atomic import atomic_file
+from .atomic import atomic_file, atomic_folder
 from .bert import Bert, BertConfig
 from .errors import CourseError
 from .export import export_hf
@@ -40,6 +45,7 @@ ONNX_INT8_FILE = "model_int8.onnx"
 TORCH_INT8_FILE = "model_int8.pt"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VARIANTS = ("pytorch fp32", "pytorch int8", "onnx fp32", "onnx int8")
+ONNX_ONLY_VARIANTS = ("onnx fp32", "onnx int8")
 
 
 class DeploymentError(CourseError, RuntimeError):
@@ -105,14 +111,36 @@ def quantize_torch(model: nn.Module) -> nn.Module:
     return quantized
 
 
-def ship(model: Bert, folder: str | Path) -> Path:
-    """Write all four variants of ``model`` into ``folder`` (see the module docstring)."""
+def ship(model: Bert, folder: str | Path, onnx_only: bool = False) -> Path:
+    """Write all four variants of ``model`` into ``folder``, or with ``onnx_only`` its two ONNX ones only.
+
+    An ONNX-only folder (see the module docstring) is for teams that forbid ``trust_remote_code``:
+    a mean-pooled head's full export needs it, its ONNX graphs do not.
+    """
+    if onnx_only:
+        return _ship_onnx_only(model, folder)
     folder = export_hf(model, model.tokenizer, folder)
     _export_onnx(model, folder / ONNX_FILE)
     _quantize_onnx(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
     with atomic_file(folder / TORCH_INT8_FILE) as tmp:
         torch.save(quantize_torch(model).state_dict(), tmp)  # for its size on disk; load_classifier re-quantizes
     return folder
+
+
+def _ship_onnx_only(model: Bert, folder: str | Path) -> Path:
+    """config.json (stock ``bert``), tokenizer files, model.onnx and model_int8.onnx: nothing else."""
+    if model.config.num_labels == 0:
+        raise ValueError("ONNX export needs a classifier (a model with a head); this one returns no logits.")
+    # hf_config is BertForSequenceClassification's config whatever the pooling; the pooling the graph
+    # computes stays recorded in its classifier_pooling key, which transformers keeps but never reads.
+    config = model.hf_config()
+    with atomic_folder(folder) as tmp:  # a half-written folder never replaces a complete one
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(str(tmp))
+        _export_onnx(model, tmp / ONNX_FILE)
+        _quantize_onnx(tmp / ONNX_FILE, tmp / ONNX_INT8_FILE)
+    return Path(folder)
 
 
 def variant_file(folder: str | Path, variant: str) -> Path:
@@ -177,6 +205,10 @@ def load_classifier(folder: str | Path, onnx: bool = False, int8: bool = False, 
     else:
         from safetensors import SafetensorError
 
+        if not (folder / "model.safetensors").is_file() and (folder / ONNX_FILE).is_file():
+            raise DeploymentError(f"{folder} was shipped ONNX-only (no PyTorch weights): open it with "
+                                  "onnx=True (python -m tinybert_lib predict FOLDER --onnx), or ship "
+                                  "the model again without onnx_only for the PyTorch variants.")
         try:
             model = Bert.from_folder(folder).eval()
         except (OSError, ValueError, SafetensorError) as err:
