@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from notebook_outputs import PROFILER_LINE, TQDM_LINE, WIDGET_MIME, clean_file, clean_notebook, machine_paths  # noqa: E402
+from notebook_outputs import (BANNER_TAG, PROFILER_LINE, SLOW_TAG, TQDM_LINE, WIDGET_MIME, annotate_run,  # noqa: E402
+                              cell_seconds, clean_file, clean_notebook, machine_paths)
 
 from tinybert_lib.profiles import PROFILES, Profile  # noqa: E402
 
@@ -207,4 +208,32 @@ def test_every_lesson_links_its_solutions(path):
 def test_every_lesson_has_a_chinese_summary(path):
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     summaries = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "### 中文摘要" in "".join(c["source"])]
-    assert summaries == [1], f"{path.name}: one Chinese summary, right after the title cell (README.zh-CN.md)"
+    banner = 1 if BANNER_TAG in cells[1].get("metadata", {}).get("tags", []) else 0
+    assert summaries == [banner + 1], f"{path.name}: one Chinese summary, under the title (and the banner)"
+
+
+def test_annotate_run_writes_one_banner_and_a_warning_per_slow_cell():
+    nb = executed_notebook()
+    nb["cells"].insert(0, {"cell_type": "markdown", "metadata": {}, "source": "# 99 · A lesson"})
+    nb["cells"][3]["metadata"]["papermill"]["duration"] = 420.0  # train(): 7 minutes
+    annotate_run(nb, "cpu", "2026-12-08", cell_seconds(nb))
+    annotate_run(nb, "cpu", "2026-12-09", [None] + cell_seconds(nb)[1:])  # publishing again: replaced, not added
+    nb = clean_notebook(nb, parameters={"profile": "cpu"})
+    tags = [c["metadata"].get("tags", []) for c in nb["cells"]]
+    assert tags == [[], [BANNER_TAG], ["parameters"], [SLOW_TAG], []]
+    banner, warning = "".join(nb["cells"][1]["source"]), "".join(nb["cells"][3]["source"])
+    assert "make publish PROFILE=cpu" in banner and "2026-12-09" in banner and "In [2] 7.0 min" in banner
+    assert 'profile = \\"cpu\\"' not in banner and 'profile = "cpu"' in banner
+    assert "7.0 min" in warning and "`cpu`" in warning
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+def test_every_lesson_says_where_its_outputs_come_from(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    banners = [i for i, c in enumerate(nb["cells"]) if BANNER_TAG in c["metadata"].get("tags", [])]
+    assert banners == [1], f"{path.name}: one banner under the title (scripts/notebook_outputs.annotate_run)"
+    profile = nb["metadata"].get("papermill", {}).get("parameters", {}).get("profile")
+    assert f"make publish PROFILE={profile}" in "".join(nb["cells"][1]["source"])
+    for i, cell in enumerate(nb["cells"]):
+        if SLOW_TAG in cell["metadata"].get("tags", []):
+            assert nb["cells"][i + 1]["cell_type"] == "code", f"{path.name} cell {i}: a warning above no code cell"
