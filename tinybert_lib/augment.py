@@ -8,10 +8,10 @@ new sentences by swapping words for likely alternatives::
     for each sentence x:
         words    = x split on spaces (and Chinese into characters)  split_words
         eligible = the words that may change                      eligible_words
-        C        = K candidates for each eligible word            a candidate function
+        C_j      = K candidates for each eligible word w_j        a candidate function
         repeat N_a times:                                         replace_words
-            x' = words, each eligible word replaced, with probability p_t,
-                 by a candidate of C picked uniformly at random
+            x' = words, each eligible word replaced, with probability p_r,
+                 by a candidate of its C_j picked uniformly at random
             keep x' unless it equals x or an earlier x'
 
 1. A word is *eligible* when it is alphabetic and not a stop word (:func:`eligible_words`);
@@ -23,7 +23,9 @@ new sentences by swapping words for likely alternatives::
    a single-piece word, the K nearest words by word vectors (GloVe in the paper) for a word
    split into several pieces (:class:`~tinybert_lib.candidates.WordCandidates`).
 3. An example therefore yields at most N_a + 1 rows (itself included). Paper values:
-   p_t = 0.4, N_a = 20, K = 15 (``augment(p=, n=, k=)``; a profile's ``augment_p``, ``augment_n``, ``augment_k``).
+   p_r = 0.4, N_a = 20, K = 15 (``augment(p=, n=, k=)``; a profile's ``augment_p``, ``augment_n``, ``augment_k``).
+   p_r is the paper's p_t, a threshold probability: the course writes p_r so that t stays the
+   temperature of the prediction loss (README, "Notation").
 
 :func:`augment_rows` is that loop, given any candidate function; :func:`augment` builds the
 paper's candidate function from a teacher (or a masked-LM) and runs it, and returns the new
@@ -295,7 +297,7 @@ def augment(
     """TinyBERT's data augmentation (Algorithm 1) of a sentence dataset such as SST-2, or of sentence pairs.
 
     Augments the first ``limit`` rows (all when ``None``) with :func:`augment_rows`: ``n`` draws
-    (N_a) at replacement probability ``p`` (p_t), ``k`` candidates per word (K) from
+    (N_a) at replacement probability ``p`` (p_r, the paper's p_t), ``k`` candidates per word (K) from
     :class:`~tinybert_lib.candidates.WordCandidates` (masked-LM for single-piece words when
     ``teacher_or_mlm`` has one, embedding neighbours otherwise; see
     :func:`~tinybert_lib.candidates.candidate_source` for what it may be). The paper's values are

@@ -8,7 +8,7 @@ model -> loading a Hugging Face checkpoint. The weights use the same names as
 ``load_state_dict`` and a trained model saves back into the same format.
 
 The one thing this model does that the usual implementations do not: every layer returns its
-*raw* attention scores (QK^T / sqrt(d), before the padding mask and the softmax) next to the
+*raw* attention scores (A = Q K^⊤ / sqrt(d_k), before the padding mask and the softmax) next to the
 probabilities, because TinyBERT's attention loss is defined on the raw scores.
 """
 
@@ -90,11 +90,13 @@ class BertConfig:
 class BertOutput:
     """Everything a forward pass computes that distillation needs.
 
-    embeddings:        (batch, T, H) output of the embedding layer (= hidden_states[0]).
-    hidden_states:     L+1 tensors (batch, T, H): embedding output first, then each layer.
-    attention_scores:  L tensors (batch, heads, T, T): raw QK^T/sqrt(d), before mask and softmax.
-    attention_probs:   L tensors (batch, heads, T, T): after the padding mask and the softmax.
+    embeddings:        (batch, ℓ, d) output of the embedding layer E (= hidden_states[0]).
+    hidden_states:     L+1 tensors (batch, ℓ, d): embedding output first, then each layer.
+    attention_scores:  L tensors (batch, h, ℓ, ℓ): raw A = Q K^⊤/sqrt(d_k), before mask and softmax.
+    attention_probs:   L tensors (batch, h, ℓ, ℓ): P, after the padding mask and the softmax.
     logits:            (batch, num_labels) when the model has a classification head, else None.
+
+    L layers, h heads of width d_k = d/h, ℓ tokens (notation: README, "Notation").
     """
 
     embeddings: torch.Tensor
@@ -134,7 +136,7 @@ class SelfAttention(nn.Module):
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (b, heads, T, d)
+        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (b, h, ℓ, d_k)
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = self._split_heads(self.query(x)), self._split_heads(self.key(x)), self._split_heads(self.value(x))
@@ -170,7 +172,7 @@ class Attention(nn.Module):
 
 
 class Intermediate(nn.Module):
-    """First half of the feed-forward block: widen to d' and apply GELU."""
+    """First half of the feed-forward block: widen to d_ff and apply GELU."""
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
@@ -227,7 +229,7 @@ class Pooler(nn.Module):
 
 
 def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mean of ``hidden`` (b, T, H) over each sequence's real tokens: (b, H)."""
+    """The mean of ``hidden`` (b, ℓ, d) over each sequence's real tokens: (b, d)."""
     m = attention_mask[:, :, None].to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
@@ -419,7 +421,7 @@ def _layers_on_real_tokens(layers: nn.ModuleList, x: torch.Tensor, attention_mas
 
     A random batch of SST-2 sentences is two-thirds padding, and the linear maps (nearly all of
     a layer's work) treat each token on its own: they can run on the real tokens packed into
-    (n_real, H) rows. Only the attention scores need the (batch, T) grid, so q, k and v are put
+    (n_real, d) rows. Only the attention scores need the (batch, ℓ) grid, so q, k and v are put
     back on it (zeros at padding) for that one product. Real tokens get the values of the
     padded computation (to float rounding); padded positions of hidden states and of the scores
     are 0, so only a consumer that ignores padding may use them, as the masked losses do.
@@ -428,7 +430,7 @@ def _layers_on_real_tokens(layers: nn.ModuleList, x: torch.Tensor, attention_mas
     b, t, width = x.shape
     real = attention_mask.reshape(-1).nonzero().squeeze(1)  # flat indices of real tokens
 
-    def on_grid(rows: torch.Tensor) -> torch.Tensor:  # (n_real, H) -> (b, T, H), zeros at padding
+    def on_grid(rows: torch.Tensor) -> torch.Tensor:  # (n_real, d) -> (b, ℓ, d), zeros at padding
         return rows.new_zeros(b * t, rows.shape[-1]).index_copy_(0, real, rows).view(b, t, -1)
 
     hidden, scores, probs = [x], [], []

@@ -162,7 +162,7 @@ def _check_task_teacher(teacher: Bert, task: Task) -> None:
 
 def _layer_targets(teacher: Bert, student: Bert, mapping: Optional[Sequence[int]], projections: Optional[nn.ModuleList],
                    device: torch.device) -> tuple[list[int], nn.ModuleList]:
-    """The layer mapping (uniform unless given) and the projections W_e / W_h (fresh unless given), on ``device``."""
+    """The layer mapping (uniform unless given) and the projections W_e / W_h^(m) (fresh unless given), on ``device``."""
     mapping = list(mapping) if mapping is not None else layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
     if projections is None:
         projections = make_projections(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers)
@@ -204,7 +204,7 @@ def general_distill(
     """Stage 1: Transformer-layer distillation on unlabeled text blocks (``data.corpus_blocks``).
 
     L = Σ_m λ·L_layer(S_m, T_g(m)) with L_emb at m = 0 and L_hid + L_att for m = 1..M, the uniform
-    mapping by default, through fresh projections W_e / W_h unless ``projections`` are given.
+    mapping by default, through fresh projections W_e / W_h^(m) unless ``projections`` are given.
     ``valid``: optional held-out blocks on which the final loss is reported (``valid_*`` metrics).
     """
     set_seed(config.seed)  # the projections' initial weights and the dropout masks

@@ -6,16 +6,20 @@ Lessons: 02-06, 09-11 (02-05 build one loss each; the others use them).
 In the order of lessons 02-05:
 
     embedding_loss   L_emb  = MSE(E^S W_e, E^T)                         layer 0
-    hidden_loss      L_hid  = MSE(H^S W_h, H^T)                         layers 1..M
-    attention_loss   L_att  = (1/h) sum_i MSE(A_i^S, A_i^T)             layers 1..M
+    hidden_loss      L_hid  = MSE(H^S_m W_h^(m), H^T_g(m))              layers m = 1..M
+    attention_loss   L_att  = (1/h) sum_i MSE(A_i^S, A_i^T)             layers m = 1..M
     prediction_loss  L_pred = -softmax(z^T / t) . log softmax(z^S / t)  layer M + 1
 
 then the glue: ``layer_map`` (the teacher layer g(m) that student layer m learns from),
-``Projection`` / ``make_projections`` (the learnable W_e, W_h) and ``transformer_loss`` (the
+``Projection`` / ``make_projections`` (the learnable W_e, W_h^(m)) and ``transformer_loss`` (the
 sum over layers that general distillation and step 1 of task distillation minimise).
 
-Conventions. Tensors are batch-first: hidden states (batch, T, H), attention scores
-(batch, heads, T, T), logits (batch, classes). ``attention_mask`` is the tokenizer's (batch, T)
+Notation as in the README's "Notation" section (lesson 00): superscripts S / T = student /
+teacher, d^S / d^T their widths, h heads indexed by i, ℓ the sequence length (the paper's l;
+``T`` in the error messages), t the temperature.
+
+Conventions. Tensors are batch-first: hidden states (batch, ℓ, d), attention scores
+(batch, h, ℓ, ℓ), logits (batch, classes). ``attention_mask`` is the tokenizer's (batch, ℓ)
 mask, 1 = token, 0 = padding. Without it every MSE is ``F.mse_loss``; with it the mean runs
 over real tokens only, and the difference is zeroed (not multiplied by 0) at padding, so
 whatever a model leaves there (-inf scores, pad activations) never reaches the loss or its
@@ -68,17 +72,17 @@ def embedding_loss(student_emb: Tensor, teacher_emb: Tensor, proj: Optional[Proj
                    attention_mask: Optional[Tensor] = None) -> Tensor:
     """L_emb = MSE(E^S W_e, E^T), on the embedding outputs ``hidden_states[0]`` (layer m = 0).
 
-    student_emb (batch, T, d), teacher_emb (batch, T, d'); proj is W_e, e.g.
-    ``Projection(d, d')`` (``None`` only when d == d'); attention_mask (batch, T) or None.
+    student_emb (batch, ℓ, d^S), teacher_emb (batch, ℓ, d^T); proj is W_e, e.g.
+    ``Projection(d^S, d^T)`` (``None`` only when d^S == d^T); attention_mask (batch, ℓ) or None.
     """
     return _width_loss(student_emb, teacher_emb, proj, attention_mask, "embeddings")
 
 
 def hidden_loss(student_hidden: Tensor, teacher_hidden: Tensor, proj: Optional[ProjectionFn],
                 attention_mask: Optional[Tensor] = None) -> Tensor:
-    """L_hid = MSE(H^S W_h, H^T), student layer m against teacher layer g(m).
+    """L_hid = MSE(H^S_m W_h^(m), H^T_g(m)), student layer m against teacher layer g(m).
 
-    Arguments as for ``embedding_loss``, with proj = W_h.
+    Arguments as for ``embedding_loss``, with proj = W_h^(m).
     """
     return _width_loss(student_hidden, teacher_hidden, proj, attention_mask, "hidden states")
 
@@ -87,8 +91,8 @@ def attention_loss(student_scores: Tensor, teacher_scores: Tensor,
                    attention_mask: Optional[Tensor] = None, kind: str = "mse") -> Tensor:
     """L_att = (1/h) sum_i MSE(A_i^S, A_i^T), student layer m against teacher layer g(m).
 
-    Scores are raw, A = Q K^T / sqrt(d_head) before mask and softmax, (batch, heads, T, T),
-    matched head by head. With a mask the mean runs over (batch, head, real query, real key).
+    Scores are raw, A_i = Q_i K_i^⊤ / sqrt(d_k) before mask and softmax, (batch, h, ℓ, ℓ),
+    matched head by head (head i of the student against head i of the teacher). With a mask the mean runs over (batch, head, real query, real key).
     kind: "mse" (the paper), or the variants "kl" and "mse_original" (see below).
     """
     if kind not in ATTENTION_KINDS:
@@ -98,7 +102,7 @@ def attention_loss(student_scores: Tensor, teacher_scores: Tensor,
     student, teacher = _upcast(student_scores, teacher_scores)
     if kind == "kl":
         return _attention_kl(student, teacher, mask)
-    if mask is None:  # every head has T x T entries, so the mean of the head means is the mean
+    if mask is None:  # every head has ℓ x ℓ entries, so the mean of the head means is the mean
         return F.mse_loss(student, teacher)
     if kind == "mse_original":
         return _attention_mse_original(student, teacher, mask)
@@ -183,7 +187,7 @@ def layer_map(n_student: int, n_teacher: int, strategy: str = "uniform") -> list
 
 
 class Projection(nn.Module):
-    """W_e / W_h of the paper: x -> x W + b from the student width to the teacher width.
+    """W_e / W_h^(m) (the paper's W_e / W_h): x -> x W + b from the student width d^S to the teacher's d^T.
 
     Biased like the original ``fit_dense``; used only while distilling, not part of the student.
     """
@@ -203,10 +207,10 @@ class Projection(nn.Module):
 
 def make_projections(student_width: int, teacher_width: int, num_student_layers: int,
                      shared: bool = False) -> nn.ModuleList:
-    """M + 1 projections for ``transformer_loss``: index 0 is W_e, index m is W_h of layer m.
+    """M + 1 projections for ``transformer_loss``: index 0 is W_e, index m is W_h^(m) of layer m.
 
-    shared=False (the course): one matrix per layer, (M + 1)(d d' + d') parameters.
-    shared=True (the original code): one module at every index, d d' + d' parameters that
+    shared=False (the course): one matrix per layer, (M + 1)(d^S d^T + d^T) parameters.
+    shared=True (the original code): one module at every index, d^S d^T + d^T parameters that
     receive the summed gradient of all layers. Give their parameters to the optimiser too.
     """
     layers = _check_count(num_student_layers, "num_student_layers")
@@ -222,13 +226,13 @@ def transformer_loss(student_out: object, teacher_out: object, mapping: Sequence
                      weights: Sequence[float] = (1, 1, 1), attention_kind: str = "mse") -> dict[str, Tensor]:
     """Paper, Eq. 11 without the prediction layer, with g = ``mapping``:
 
-        emb   = L_emb(S.hidden_states[0], T.hidden_states[0], W_0)
-        hid   = sum_{m=1..M} L_hid(S.hidden_states[m], T.hidden_states[g(m)], W_m)
+        emb   = L_emb(S.hidden_states[0], T.hidden_states[0], W_e)
+        hid   = sum_{m=1..M} L_hid(S.hidden_states[m], T.hidden_states[g(m)], W_h^(m))
         att   = sum_{m=1..M} L_att(S.attention_scores[m-1], T.attention_scores[g(m)-1])
         total = w_emb * emb + w_hid * hid + w_att * att
 
-    Summed over layers, not averaged, as in the paper. The outputs need ``hidden_states``
-    (L + 1 tensors, embeddings first) and, unless w_att = 0, ``attention_scores`` (L raw
+    Summed over layers, not averaged, as in the paper. S and T are the student's and the teacher's
+    outputs. The outputs need ``hidden_states`` (L + 1 tensors for L layers, embeddings first) and, unless w_att = 0, ``attention_scores`` (L raw
     maps). projections: from ``make_projections``, or None for equal widths. A zero weight
     skips its term (returned as 0). Returns {"emb", "hid", "att"} unweighted and "total".
     """
