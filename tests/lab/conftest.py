@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lab_server import ARTIFACTS
+from lab.lab_server import ARTIFACTS
 
 HERE = Path(__file__).resolve().parent
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_server import ARTIFACTS, ROOT, Lab
+from lab.lab_server import ARTIFACTS, ROOT, Lab
 from playwright.sync_api import Page, expect, sync_playwright
 
 VENV = ROOT / os.environ.get("TINYBERT_VENV", ".venv")
