@@ -310,3 +310,27 @@ def test_debug_shows_the_traceback_behind_the_one_line(copy):
         done = subprocess.run([*RUN, "general", *SMOKE, "--artifacts", str(copy), *extra], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode != 0 and "Traceback" in done.stderr and "ArtifactError" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_full_disk_is_named_and_the_previous_checkpoint_stays(tmp_path, monkeypatch):
+    import errno
+
+    from tinybert_lib.checkpoints import Checkpoint
+    from tinybert_lib.errors import WriteFailedError
+
+    checkpoint = Checkpoint(tmp_path / "checkpoint")
+    module = torch.nn.Linear(4, 2)
+    checkpoint.save({"student": module}, {"step": 2})
+    before = {p.name: p.read_bytes() for p in checkpoint.folder.iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("tinybert_lib.checkpoints.save_file", full_disk)  # the disk fills up mid-save
+    with pytest.raises(WriteFailedError) as err:
+        checkpoint.save({"student": module}, {"step": 4})
+    message = str(err.value)
+    assert message.startswith("no space left on device while writing ") and str(checkpoint.folder) in message
+    assert "the previous checkpoint is intact" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in checkpoint.folder.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
