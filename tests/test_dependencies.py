@@ -101,6 +101,7 @@ def local_modules() -> set[str]:
     names = {"tinybert_lib"}
     for folder in ("scripts", "tests"):
         names.update(p.stem for p in (ROOT / folder).rglob("*.py"))
+        names.update(p.parent.name for p in (ROOT / folder).rglob("__init__.py"))  # a package of tests (tests/lab)
     return names
 
 
