@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -246,11 +247,13 @@ def test_the_lock_is_released_on_errors_and_reentrant(copy):
 # --- 9. a write failure mid-save, and 10. Ctrl-C ------------------------------------------------
 
 
-def _stopped_at_step_2(tmp_path: Path) -> Path:
-    """A general stage stopped after its step 2 checkpoint (of 4): what a long run leaves mid-way."""
+def _stopped_at_step_2(tmp_path: Path, blocks: int | None = None) -> Path:
+    """A general stage stopped after its step 2 checkpoint: what a long run leaves mid-way (``blocks``: a
+    longer corpus than smoke's 64 blocks, for a run that is still training when it is interrupted)."""
     folder = tmp_path / "artifacts"
-    script = ("import sys\nfrom tinybert_lib import pipeline, training\n"
-              "try:\n    pipeline.run_general_distillation('smoke', sys.argv[1], 'cpu', stop_after=2)\n"
+    script = ("import sys\nfrom tinybert_lib import get_profile, pipeline, training\n"
+              f"profile = get_profile('smoke', corpus_max_blocks={blocks or 64})\n"
+              "try:\n    pipeline.run_general_distillation(profile, sys.argv[1], 'cpu', stop_after=2)\n"
               "except training.Interrupted:\n    pass\n")
     done = subprocess.run([sys.executable, "-c", script, str(folder)], cwd=ROOT, env=ENV, capture_output=True,
                           text=True, timeout=600)
@@ -280,25 +283,31 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_says_why(tmp_path):
     assert _cli(folder, "general").returncode == 0  # and the run goes on from it
 
 
-def test_ctrl_c_is_one_line_and_the_rerun_resumes_to_the_same_weights(tmp_path, built):
-    folder = _stopped_at_step_2(tmp_path)
-    run = subprocess.Popen([*RUN, "general", *SMOKE, "--artifacts", str(folder)], cwd=ROOT, env=ENV,
+def test_ctrl_c_is_one_line_and_the_rerun_resumes_to_the_same_weights(tmp_path):
+    longer = ["--set", "corpus_max_blocks=512"]  # 32 steps: still training when Ctrl-C comes
+    folder = _stopped_at_step_2(tmp_path, blocks=512)
+    run = subprocess.Popen([*RUN, "general", *SMOKE, *longer, "--artifacts", str(folder)], cwd=ROOT, env=ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
+    reader.start()
     deadline = time.monotonic() + 300
-    while not (folder / ".lock").is_file() or json.loads((folder / ".lock").read_text() or "{}").get("pid") != run.pid:
-        assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be interrupted"
-        time.sleep(0.2)
-    time.sleep(3)  # into the run (loading, resuming, training)
+    while not any("resuming at step 2" in line for line in lines):  # training has started again
+        assert run.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.1)
+    time.sleep(1.0)
     run.send_signal(signal.SIGINT)
-    out, err = run.communicate(timeout=300)
-    done = subprocess.CompletedProcess(run.args, run.returncode, out, err)
-    if run.returncode == 0:
-        pytest.skip("the run finished before Ctrl-C reached it")
+    out = run.stdout.read()
+    run.wait(timeout=300)
+    reader.join(timeout=60)
+    done = subprocess.CompletedProcess(run.args, run.returncode, out, "".join(lines))
     line = _last_line(done, code=130)
     assert line == ("interrupted during general distillation; rerun the same command to resume from step 2 "
                     "(its last checkpoint)."), line
-    assert _cli(folder, "general").returncode == 0
-    a, b = (load_file(str(f / "general_student" / "model" / "model.safetensors")) for f in (folder, built))
+    assert _cli(folder, "general", *longer).returncode == 0  # the same command goes on
+    assert _cli(tmp_path / "uninterrupted", "general", *longer).returncode == 0
+    a, b = (load_file(str(f / "general_student" / "model" / "model.safetensors"))
+            for f in (folder, tmp_path / "uninterrupted"))
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run ended elsewhere than the uninterrupted one"
 
 
