@@ -38,3 +38,17 @@ def sentences():
         "bad .",
         "the plot is thin , but the acting carries it through to the end .",
     ]
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm(teacher):
+    """A randomly initialised BertForMaskedLM sharing the teacher's vocabulary (fast, meaningless guesses)."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(teacher.tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    return BertForMaskedLM(cfg).eval()

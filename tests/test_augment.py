@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 import tinybert_lib as tl
 from tinybert_lib import augment as A
@@ -28,19 +27,6 @@ def sst2_8():
 @pytest.fixture(scope="module")
 def profile():
     return tl.get_profile("smoke", augment_n=3, augment_k=4, augment_limit=None)
-
-
-@pytest.fixture(scope="module")
-def tiny_mlm(teacher):
-    """A randomly initialised BertForMaskedLM sharing the teacher's vocabulary (fast, meaningless)."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(teacher.tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    return BertForMaskedLM(cfg).eval()
 
 
 def _is_whole_word(token: str) -> bool:

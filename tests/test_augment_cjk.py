@@ -25,19 +25,6 @@ def _is_english(word: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_mlm(teacher):
-    """A randomly initialised BertForMaskedLM on the teacher's vocabulary (fast, meaningless guesses)."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(teacher.tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    return BertForMaskedLM(cfg).eval()
-
-
-@pytest.fixture(scope="module")
 def chinese_vocab(tmp_path_factory):
     """A tokenizer whose vocabulary holds every character of the test sentences, with random word vectors."""
     from transformers import BertTokenizer
