@@ -286,8 +286,11 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_says_why(tmp_path):
 def test_ctrl_c_is_one_line_and_the_rerun_resumes_to_the_same_weights(tmp_path):
     longer = ["--set", "corpus_max_blocks=512"]  # 32 steps: still training when Ctrl-C comes
     folder = _stopped_at_step_2(tmp_path, blocks=512)
+    # SIGINT as a terminal delivers it, also when the tests themselves run in the background (a shell's
+    # `&` makes them ignore SIGINT, and a Python started so never turns it into KeyboardInterrupt)
     run = subprocess.Popen([*RUN, "general", *SMOKE, *longer, "--artifacts", str(folder)], cwd=ROOT, env=ENV,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
     reader.start()
