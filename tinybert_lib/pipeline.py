@@ -54,7 +54,7 @@ from .export import export_hf
 from .lock import artifacts_lock
 from .losses import layer_map, make_projections
 from .profiles import Profile, get_profile
-from .records import SHORT, check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields
+from .records import SHORT, check_reuse, fingerprint_dataset, fingerprint_tensors, profile_fields, rebuild_hint
 from .runtime import is_main_process, main_process_first, pick_device, set_seed, wait_for_everyone
 from .stages import AUGMENT_FIELDS, STAGES, get_stage, stage_dir  # noqa: F401  (STAGES, stage_dir: tl.pipeline's too)
 from .students import build_student, load_general_student, student_from_teacher_layers
@@ -74,17 +74,11 @@ AUGMENT_STATS = "augment_stats.json"
 AUGMENT_FINGERPRINT = "fingerprint.json"
 
 
-def _fix(out: Path) -> str:
-    """What to do about a damaged finished artifact in ``out``."""
-    return (f"delete {out} or rebuild it (rebuild=True in Python, --rebuild on the command line: "
-            "python -m tinybert_lib run STAGE --rebuild)")
-
-
 def _verify(path: Path, recorded: Optional[str], actual: str, out: Path) -> None:
     """Refuse a reused file whose content is not the one its stage recorded."""
     if recorded is not None and recorded != actual:
         raise ArtifactError(f"{path} is not the file its stage wrote (fingerprint {actual[:SHORT]}, recorded "
-                            f"{recorded[:SHORT]}): it was changed or damaged since; {_fix(out)}.")
+                            f"{recorded[:SHORT]}): it was changed or damaged since; {rebuild_hint(out)}.")
 
 
 # --- done, summaries and projections on disk ------------------------------------------------
@@ -122,7 +116,7 @@ def _finished(out: Path, settings: dict[str, Any], what: str, rebuild: bool) -> 
         recover_folder(out / "model")
     if not ((out / "summary.json").is_file() and (out / "model" / "model.safetensors").is_file()):
         return None
-    with reading(out / "summary.json", _fix(out)):
+    with reading(out / "summary.json", rebuild_hint(out)):
         done = json.loads((out / "summary.json").read_text())
         if not isinstance(done, dict):
             raise ValueError("not a summary record")
@@ -137,11 +131,11 @@ def _reused(out: Path, done: dict[str, Any], model: Bert, device: torch.device,
     Each file is checked against the fingerprint the stage recorded, so a damaged file is refused, not reused.
     """
     check_tokenizer_files(out / "model")
-    model.load_state_dict(read_bert_folder(out / "model", _fix(out)).state_dict())
+    model.load_state_dict(read_bert_folder(out / "model", rebuild_hint(out)).state_dict())
     _verify(out / "model" / "model.safetensors", done.get("fingerprint"), fingerprint_tensors(model), out)
     model.to(device)
     if projections is not None:
-        with reading(out / "projections.safetensors", _fix(out)):
+        with reading(out / "projections.safetensors", rebuild_hint(out)):
             projections.load_state_dict(_load_projections(out / "projections.safetensors", projections).state_dict())
         _verify(out / "projections.safetensors", done.get("projections_fingerprint"),
                 fingerprint_tensors(projections), out)
@@ -191,17 +185,17 @@ def _reused_set(folder: Path, settings: dict[str, Any], what: str) -> Dataset:
     """A finished augmented set, after its settings and its rows' fingerprint are checked."""
     recorded = None
     if (folder / AUGMENT_SETTINGS).is_file():
-        with reading(folder / AUGMENT_SETTINGS, _fix(folder)):
+        with reading(folder / AUGMENT_SETTINGS, rebuild_hint(folder)):
             recorded = json.loads((folder / AUGMENT_SETTINGS).read_text())
     check_reuse(folder, recorded, settings, what)
     for name in ("dataset_info.json", "state.json"):  # the datasets library's own records, named when damaged
-        with reading(folder / name, _fix(folder)):
+        with reading(folder / name, rebuild_hint(folder)):
             json.loads((folder / name).read_text())
-    with reading(folder, _fix(folder)):
+    with reading(folder, rebuild_hint(folder)):
         dataset = Dataset.load_from_disk(str(folder))
         actual = fingerprint_dataset(dataset)  # reads every row: a damaged .arrow file fails here
     if (folder / AUGMENT_FINGERPRINT).is_file():
-        with reading(folder / AUGMENT_FINGERPRINT, _fix(folder)):
+        with reading(folder / AUGMENT_FINGERPRINT, rebuild_hint(folder)):
             expected = json.loads((folder / AUGMENT_FINGERPRINT).read_text())["sha256"]
         _verify(folder, expected, actual["sha256"], folder)
     return dataset
@@ -515,7 +509,7 @@ class PipelineRun:
                                     max_length=p.max_length_for(task), temperature=p.temperature, on_kept=save_kept,
                                     device=self.device, checkpoint_dir=out / "checkpoint", settings=train_settings)
         if not result.train.evals or result.train.resumed_from:  # resumed: the kept epoch may predate this process
-            result.model.load_state_dict(read_bert_folder(out / "model", _fix(out)).state_dict())
+            result.model.load_state_dict(read_bert_folder(out / "model", rebuild_hint(out)).state_dict())
         _save(out, "prediction", result, {"train_rows": len(train), "temperature": p.temperature}, settings)
         return result
 

@@ -98,10 +98,15 @@ def _with_current_names(recorded: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**recorded, "profile": {names.get(k, k): v for k, v in fields.items()}}
 
 
+def rebuild_hint(folder: str | Path) -> str:
+    """What to do about an artifact in ``folder`` that cannot be reused (stale, changed or damaged)."""
+    return (f"delete {folder} or rebuild it (rebuild=True in Python, --rebuild on the command line: "
+            "python -m tinybert_lib run STAGE --rebuild)")
+
+
 def check_reuse(folder: str | Path, recorded: Mapping[str, Any] | None, wanted: Mapping[str, Any], what: str) -> None:
     """Raise :class:`StaleArtifactError` unless ``recorded`` settings are the ``wanted`` ones."""
-    how = (f"delete {folder} or rebuild it (rebuild=True in Python, --rebuild on the command line: "
-           f"python -m tinybert_lib run STAGE --rebuild)")
+    how = rebuild_hint(folder)
     if recorded is None:
         raise StaleArtifactError(
             f"{what} in {folder} has no record of the settings that built it (written by an older version of the "
